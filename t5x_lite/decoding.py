@@ -1,0 +1,302 @@
+"""Decoding: greedy, beam search (T5X brevity penalty) and temperature/top-k/top-p sampling.
+
+Every algorithm is written against a generic *step function* so it can be
+tested on a toy "language model" whose answers are computable by brute force:
+
+    logits0, state = init_fn(prompt)          # logits [B, V] for the first new token
+    logits, state = step_fn(state, tokens)    # tokens [B] int32 -> logits [B, V] for the next one
+
+`state` is any pytree whose leaves all have the batch as their leading
+dimension (contract B: the models' KV cache), so beam search can expand it to
+B*K rows with `jnp.repeat` and reorder beams with `jnp.take(..., axis=0)`.
+
+The loops are `jax.lax.while_loop`s that stop early once every row has emitted
+EOS (id 1), or, for beam search, once no live beam can still beat the worst of
+the K finished ones (T5X's finishing rule).  Outputs are `[B, max_decode_length]`
+int32 holding the new tokens only, EOS included, 0 (PAD) after it.
+
+`decode(model, prompt, ...)` runs any of them on a t5x_lite model through its
+KV cache (`init_decode_state` / `decode_step`, contract B) under `nnx.jit`;
+`make_prompt(architecture, inputs)` builds that prompt from token-id lists.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t5x_lite.errors import UserError
+
+PAD_ID = 0
+EOS_ID = 1
+# Large negative log-probability for "impossible" (T5X uses the same -1e7: finite, so sums stay finite).
+NEG_INF = -1.0e7
+METHODS = ("greedy", "beam", "sample")
+
+StepFn = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
+
+
+class DecodeResult(NamedTuple):
+    tokens: jax.Array  # [B, L] int32 (greedy/sample) or [B, K, L] (beam, best first)
+    scores: jax.Array  # [B] sum of log-probs (greedy/sample) or [B, K] beam scores
+
+
+def brevity_penalty(alpha: float, length) -> jax.Array:
+    """T5X / GNMT length penalty ((5 + length) / 6) ** alpha; 1 when alpha == 0."""
+    return jnp.power((5.0 + jnp.asarray(length, jnp.float32)) / 6.0, alpha)
+
+
+# ---------------------------------------------------------------------------
+# Greedy and sampling: one token per row per step
+# ---------------------------------------------------------------------------
+
+def filter_logits(logits: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> jax.Array:
+    """Scale by 1/temperature, then keep the top_k largest and the smallest set whose
+    probability reaches top_p (the most likely token always survives); others -> -inf."""
+    x = logits.astype(jnp.float32) / temperature
+    if top_k and top_k < x.shape[-1]:
+        kth = jax.lax.top_k(x, top_k)[0][..., -1:]              # [B, 1] k-th largest
+        x = jnp.where(x < kth, -jnp.inf, x)
+    if top_p < 1.0:
+        sorted_x = jnp.sort(x, axis=-1)[..., ::-1]               # [B, V] descending
+        probs = jax.nn.softmax(sorted_x, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs         # probability of strictly better tokens
+        num_kept = jnp.maximum(jnp.sum(mass_before < top_p, axis=-1, keepdims=True), 1)
+        cutoff = jnp.take_along_axis(sorted_x, num_kept - 1, axis=-1)
+        x = jnp.where(x < cutoff, -jnp.inf, x)
+    return x
+
+
+def _token_by_token(logits0, state0, step_fn: StepFn, select, max_decode_length: int, eos_id: int
+                    ) -> DecodeResult:
+    """Shared loop of greedy and sampling.  select(logits [B,V], i) -> tokens [B]."""
+    batch = logits0.shape[0]
+    length = max_decode_length
+
+    def choose(logits, i, done):
+        tok = select(logits, i).astype(jnp.int32)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), tok[:, None], -1)[:, 0]
+        tok = jnp.where(done, PAD_ID, tok)                       # rows past EOS emit padding
+        return tok, jnp.where(done, 0.0, logp)
+
+    done0 = jnp.zeros((batch,), bool)
+    tok, logp = choose(logits0, 0, done0)
+    tokens = jnp.zeros((batch, length), jnp.int32).at[:, 0].set(tok)
+
+    def cond(carry):
+        i, _, _, done, _, _ = carry
+        return (i < length) & ~jnp.all(done)
+
+    def body(carry):
+        i, tokens, prev, done, state, score = carry
+        logits, state = step_fn(state, prev)                     # logits for position i
+        tok, logp = choose(logits, i, done)
+        tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, i))
+        return i + 1, tokens, tok, done | (tok == eos_id), state, score + logp
+
+    carry = (jnp.int32(1), tokens, tok, tok == eos_id, state0, logp)
+    _, tokens, _, _, _, score = jax.lax.while_loop(cond, body, carry)
+    return DecodeResult(tokens, score)
+
+
+def greedy_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int,
+                  eos_id: int = EOS_ID) -> DecodeResult:
+    """Argmax at every step (the T5 paper's decoding)."""
+    return _token_by_token(logits0, state0, step_fn, lambda logits, i: jnp.argmax(logits, -1),
+                           max_decode_length, eos_id)
+
+
+def temperature_sample(logits0, state0, step_fn: StepFn, rng: jax.Array, *, max_decode_length: int,
+                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                       eos_id: int = EOS_ID) -> DecodeResult:
+    """Ancestral sampling from softmax(logits / temperature), optionally truncated to the top_k
+    tokens and to the top_p nucleus.  temperature == 0 is greedy.  Step i uses fold_in(rng, i), so
+    the same key gives the same output."""
+    if temperature < 0 or not 0.0 < top_p <= 1.0 or top_k < 0:
+        raise UserError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got "
+                        f"{temperature}, {top_p}, {top_k}")
+    if temperature == 0:
+        return greedy_search(logits0, state0, step_fn, max_decode_length=max_decode_length, eos_id=eos_id)
+
+    def select(logits, i):
+        x = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+        return jax.random.categorical(jax.random.fold_in(rng, i), x, axis=-1)
+
+    return _token_by_token(logits0, state0, step_fn, select, max_decode_length, eos_id)
+
+
+# ---------------------------------------------------------------------------
+# Beam search
+# ---------------------------------------------------------------------------
+
+class _BeamState(NamedTuple):
+    live_seqs: jax.Array      # [B, K, L] int32
+    live_logp: jax.Array      # [B, K] sum of log-probs, sorted best first
+    fin_seqs: jax.Array       # [B, K, L]
+    fin_scores: jax.Array     # [B, K] logp / brevity_penalty, NEG_INF for empty slots
+    fin_flags: jax.Array      # [B, K] bool
+
+
+def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, beam_size: int = 4,
+                alpha: float = 0.6, eos_id: int = EOS_ID) -> DecodeResult:
+    """T5X-style beam search.
+
+    Each step extends the K live beams by every token, keeps the 2K best
+    candidates by summed log-prob, moves the ones ending in EOS into the finished
+    pool (scored logp / ((5 + len) / 6) ** alpha, len counting the EOS; the pool
+    keeps the K best) and keeps the K best non-EOS candidates live.  The search
+    stops at max_decode_length or when, for every row, the worst finished score
+    beats the best live log-prob divided by the largest possible penalty
+    (nothing live can still enter the top K).  Rows with no finished beam return
+    their live beams, scored by raw log-prob.  Returns tokens [B, K, L] best first.
+    """
+    if beam_size < 1:
+        raise UserError(f"beam size must be >= 1, got {beam_size}")
+    batch, vocab = logits0.shape
+    K, L = beam_size, max_decode_length
+    # Every beam of a row starts from the same prompt; only beam 0 is live so the first step
+    # does not pick the same token K times.
+    state = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), state0)       # leaves [B*K, ...]
+    beams = _BeamState(
+        live_seqs=jnp.zeros((batch, K, L), jnp.int32),
+        live_logp=jnp.tile(jnp.array([0.0] + [NEG_INF] * (K - 1), jnp.float32), (batch, 1)),
+        fin_seqs=jnp.zeros((batch, K, L), jnp.int32),
+        fin_scores=jnp.full((batch, K), NEG_INF, jnp.float32),
+        fin_flags=jnp.zeros((batch, K), bool))
+    row_offset = (jnp.arange(batch) * K)[:, None]                           # [B, 1]
+
+    def extend(beams: _BeamState, logits, i, state):
+        """Consume logits [B*K, V] for position i; return new beams and the reordered state."""
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, K, vocab)
+        cand = (beams.live_logp[:, :, None] + logp).reshape(batch, K * vocab)
+        top_logp, top_idx = jax.lax.top_k(cand, 2 * K)                       # [B, 2K]
+        src_beam, tok = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
+        seqs = jnp.take_along_axis(beams.live_seqs, src_beam[:, :, None], axis=1)
+        seqs = jax.lax.dynamic_update_slice(seqs, tok[:, :, None], (0, 0, i))  # [B, 2K, L]
+        # A candidate descending from a dead (NEG_INF) initial beam is never a real hypothesis.
+        is_eos = (tok == eos_id) & (top_logp > NEG_INF / 2)
+
+        # Finished pool: old K plus the new EOS candidates, keep the best K.
+        new_scores = jnp.where(is_eos, top_logp / brevity_penalty(alpha, i + 1), NEG_INF)
+        all_scores = jnp.concatenate([beams.fin_scores, new_scores], axis=1)    # [B, 3K]
+        all_flags = jnp.concatenate([beams.fin_flags, is_eos], axis=1)
+        all_seqs = jnp.concatenate([beams.fin_seqs, seqs], axis=1)
+        fin_scores, keep = jax.lax.top_k(all_scores, K)
+        fin_flags = jnp.take_along_axis(all_flags, keep, axis=1)
+        fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
+
+        # Live beams: the K best candidates that did not end.
+        live_logp, keep = jax.lax.top_k(jnp.where(is_eos | (tok == eos_id), NEG_INF, top_logp), K)
+        live_seqs = jnp.take_along_axis(seqs, keep[:, :, None], axis=1)
+        parent = jnp.take_along_axis(src_beam, keep, axis=1) + row_offset      # [B, K] flat rows
+        state = jax.tree.map(lambda x: jnp.take(x, parent.reshape(-1), axis=0), state)
+        last = jnp.take_along_axis(tok, keep, axis=1).reshape(-1)              # [B*K] fed next
+        return _BeamState(live_seqs, live_logp, fin_seqs, fin_scores, fin_flags), state, last
+
+    beams, state, last = extend(beams, jnp.repeat(logits0, K, axis=0), 0, state)
+    max_penalty = brevity_penalty(alpha, L)
+
+    def cond(carry):
+        i, beams, _, _ = carry
+        best_live = beams.live_logp[:, 0] / max_penalty                         # optimistic bound
+        worst_fin = jnp.min(beams.fin_scores, axis=1)                           # NEG_INF until K finished
+        return (i < L) & ~jnp.all(worst_fin > best_live)
+
+    def body(carry):
+        i, beams, state, last = carry
+        logits, state = step_fn(state, last)
+        beams, state, last = extend(beams, logits, i, state)
+        return i + 1, beams, state, last
+
+    _, beams, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), beams, state, last))
+    any_fin = jnp.any(beams.fin_flags, axis=1)                                  # [B]
+    tokens = jnp.where(any_fin[:, None, None], beams.fin_seqs, beams.live_seqs)
+    scores = jnp.where(any_fin[:, None], beams.fin_scores, beams.live_logp)
+    return DecodeResult(tokens, scores)
+
+
+# ---------------------------------------------------------------------------
+# Running a t5x_lite model
+# ---------------------------------------------------------------------------
+
+def make_prompt(architecture: str, inputs: Sequence[Sequence[int]], *, length: int | None = None,
+                batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """Contract-B prompt from token-id lists, right-padded with 0 to `length` (default: the
+    longest) and with all-padding rows up to `batch_size` (fixed shapes = one compile)."""
+    rows = [list(map(int, x)) for x in inputs]
+    longest = max([len(r) for r in rows] + [1])
+    length = longest if length is None else length
+    if longest > length:
+        raise UserError(f"prompt of {longest} tokens is longer than the allowed {length}")
+    n = len(rows) if batch_size is None else batch_size
+    if len(rows) > n:
+        raise UserError(f"{len(rows)} prompts do not fit a batch of {n}")
+    toks = np.zeros((n, length), np.int32)
+    for b, r in enumerate(rows):
+        toks[b, :len(r)] = r
+    if architecture == "encoder_decoder":
+        return {"encoder_input_tokens": toks}
+    if architecture == "decoder_only":
+        lengths = np.zeros((n,), np.int32)
+        lengths[:len(rows)] = [len(r) for r in rows]
+        return {"decoder_prompt_tokens": toks, "prompt_lengths": lengths}
+    raise UserError(f"cannot decode with a {architecture!r} model (need encoder_decoder or decoder_only)")
+
+
+def _jitted_decode():
+    # Imported lazily so `import t5x_lite.decoding` (and the toy-model tests) need no model code.
+    from flax import nnx
+
+    from t5x_lite.models import decode_step, init_decode_state
+
+    @functools.partial(nnx.jit, static_argnames=("method", "max_decode_length", "beam_size", "alpha",
+                                                 "temperature", "top_k", "top_p", "eos_id"))
+    def run(model, prompt, rng, *, method, max_decode_length, beam_size, alpha, temperature, top_k,
+            top_p, eos_id):
+        logits0, state = init_decode_state(model, prompt, max_decode_length)
+        step = lambda s, t: decode_step(model, s, t)
+        if method == "greedy":
+            return greedy_search(logits0, state, step, max_decode_length=max_decode_length, eos_id=eos_id)
+        if method == "beam":
+            return beam_search(logits0, state, step, max_decode_length=max_decode_length,
+                               beam_size=beam_size, alpha=alpha, eos_id=eos_id)
+        return temperature_sample(logits0, state, step, rng, max_decode_length=max_decode_length,
+                                  temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id)
+    return run
+
+
+@functools.cache
+def _decode_fn():
+    return _jitted_decode()
+
+
+def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: int = 64,
+           beam_size: int = 4, alpha: float = 0.6, temperature: float = 1.0, top_k: int = 0,
+           top_p: float = 1.0, rng: jax.Array | None = None, eos_id: int = EOS_ID,
+           return_scores: bool = False):
+    """Decode a batch with a t5x_lite model (encoder-decoder, decoder-only or prefix LM).
+
+    prompt: from `make_prompt`.  Returns np.int32 [B, max_decode_length] (for beam search the best
+    beam), and with return_scores=True also the scores ([B] log-prob, or [B] best beam score).
+    """
+    if method not in METHODS:
+        raise UserError(f"decode method must be one of {METHODS}, got {method!r}")
+    if max_decode_length < 1:
+        raise UserError(f"max decode length must be >= 1, got {max_decode_length}")
+    if method == "sample" and temperature > 0 and rng is None:
+        raise UserError("sampling needs a PRNG key (seed)")
+    if rng is None:
+        rng = jax.random.key(0)
+    prompt = {k: jnp.asarray(v, jnp.int32) for k, v in prompt.items()}
+    out = _decode_fn()(model, prompt, rng, method=method, max_decode_length=int(max_decode_length),
+                       beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),
+                       top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id))
+    tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
+    if method == "beam":
+        tokens, scores = tokens[:, 0], scores[:, 0]
+    return (tokens, scores) if return_scores else tokens
