@@ -44,6 +44,8 @@ class ModelConfig:
     decoder_mask: str = "causal"
     # encoder_only only: size of the classification head (0 = none).
     num_classes: int = 0
+    # encoder_only classification head pooling: "mean" over the first example's tokens, or "first" token.
+    classifier_pooling: str = "mean"
     dtype: str = "float32"        # compute dtype: float32 or bfloat16
     param_dtype: str = "float32"
     remat_policy: str = "none"    # none | full | dots_saveable (see models/ docs)
@@ -64,9 +66,27 @@ class ModelConfig:
             raise UserError(f"model.decoder_mask must be causal|prefix, got {self.decoder_mask!r}")
         if self.dtype not in ("float32", "bfloat16") or self.param_dtype not in ("float32", "bfloat16"):
             raise UserError(f"model.dtype/param_dtype must be float32 or bfloat16, got {self.dtype!r}/{self.param_dtype!r}")
+        if self.remat_policy not in ("none", "full", "dots_saveable"):
+            raise UserError(f"model.remat_policy must be none|full|dots_saveable, got {self.remat_policy!r}")
+        if self.classifier_pooling not in ("mean", "first"):
+            raise UserError(f"model.classifier_pooling must be mean|first, got {self.classifier_pooling!r}")
+        if self.architecture == "encoder_decoder" and self.shared_encoder_decoder and \
+                int(self.num_encoder_layers) != int(self.num_decoder_layers):
+            raise UserError("model.shared_encoder_decoder needs num_encoder_layers == num_decoder_layers")
+        from t5x_lite.models.layers import ACTIVATIONS
+        bad = [a for a in self.mlp_activations if a not in ACTIVATIONS]
+        if bad or not self.mlp_activations:
+            raise UserError(f"model.mlp_activations must be a non-empty list of {sorted(ACTIVATIONS)}, got {list(self.mlp_activations)}")
+        if self.position_embedding == "relative" and (int(self.relative_attention_num_buckets) < 4
+                                                       or int(self.relative_attention_max_distance) < 2):
+            raise UserError("model.relative_attention_num_buckets must be >= 4 and max_distance >= 2")
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise UserError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
         return self
+
+    def __hash__(self):
+        # Networks keep a copy of their config as a static (graphdef) attribute, which must be hashable.
+        return hash(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in self.to_dict().items())))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
