@@ -1,0 +1,473 @@
+"""`t5x-lite convert`: Hugging Face T5 <-> t5x_lite checkpoints.
+
+    t5x-lite convert hf-to-t5x --input HF_DIR --output CKPT_DIR [--vocabulary SPEC]
+    t5x-lite convert t5x-to-hf --input CKPT_DIR --output HF_DIR [--step N]
+
+HF_DIR is what `T5ForConditionalGeneration.save_pretrained` writes (config.json +
+model.safetensors); CKPT_DIR is a t5x_lite checkpoint (train/checkpoints.py
+layout; hf-to-t5x writes a params-only step 0).  Only safetensors + numpy are
+needed: no torch, no transformers.
+
+Supported: T5.1.0 (feed_forward_proj="relu", tied embeddings, decoder output
+scaled by d_model**-0.5) and T5.1.1 / Flan-T5 style (gated-gelu, separate
+lm_head, no scaling), plus the other HF activations t5x_lite has (gated-relu,
+gated-silu, gelu_new, gelu, silu).
+
+Name mapping (HF Linear weights are [out, in]; t5x_lite kernels are [in, ...]):
+    shared                                         -> token_embedder/embedding          (V, D)
+    {enc,dec}.block.0.layer.0.SelfAttention.relative_attention_bias
+                                                   -> {stack}/relpos_bias/embedding     (buckets, H)
+    block.i.layer.0.SelfAttention.{q,k,v}  [H*K, D] -> layers_i/{attention|self_attention}/{query,key,value}
+                                                      /kernel (D, H, K)   (transpose + reshape)
+    block.i.layer.0.SelfAttention.o        [D, H*K] -> .../out/kernel (H, K, D)
+    decoder block.i.layer.1.EncDecAttention.*      -> layers_i/encoder_decoder_attention/*
+    layer_norm weights                              -> pre_*_layer_norm/scale
+    DenseReluDense.{wi | wi_0, wi_1, wo}           -> layers_i/mlp/{wi | wi_0, wi_1, wo}/kernel (transposed)
+    {enc,dec}.final_layer_norm                     -> {encoder_norm, decoder_norm}/scale
+    lm_head                                        -> decoder/logits_dense/kernel (D, V)
+HF's scale_decoder_outputs (transformers 5) / tie_word_embeddings (transformers 4)
+decides the d_model**-0.5 logit scaling, which t5x_lite ties to tie_embeddings:
+scaled + no separate lm_head -> tie_embeddings=True; unscaled -> untied
+logits_dense (= shared^T when the file has no lm_head); scaled + a separate
+lm_head -> untied logits_dense = lm_head^T * d_model**-0.5 (same logits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+from t5x_lite.errors import UserError
+
+# HF activation name (T5Config.dense_act_fn) <-> t5x_lite ACTIVATIONS name.
+_HF_TO_ACT = {"relu": "relu", "gelu_new": "gelu", "gelu": "gelu_exact", "silu": "silu", "swish": "silu"}
+_ACT_TO_HF = {"relu": "relu", "gelu": "gelu_new", "gelu_exact": "gelu", "silu": "silu"}
+# Keys that old HF checkpoints carry but no T5 uses (the decoder's cross-attention has no position bias).
+_IGNORED_HF_KEYS = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
+# Keys that, when present, must equal shared.weight (HF ties them).
+_TIED_INPUT_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+# ----------------------------------------------------------------------------- configs
+def _mlp_activations(hf: dict) -> tuple[str, ...]:
+    proj = str(hf.get("feed_forward_proj", "relu"))
+    parts = proj.split("-")
+    gated = len(parts) == 2 and parts[0] == "gated"
+    if len(parts) > 2 or (len(parts) == 2 and not gated):
+        raise UserError(f"unsupported feed_forward_proj {proj!r} in config.json (expected e.g. 'relu' or 'gated-gelu')")
+    act = parts[-1]
+    if proj == "gated-gelu":  # HF's backwards-compatible special case: gated-gelu uses the tanh GELU
+        act = "gelu_new"
+    if act not in _HF_TO_ACT:
+        raise UserError(f"unsupported activation {act!r} (feed_forward_proj {proj!r}); "
+                        f"supported: {', '.join(sorted(_HF_TO_ACT))}")
+    return (_HF_TO_ACT[act], "linear") if gated else (_HF_TO_ACT[act],)
+
+
+def _hf_scales_logits(hf: dict) -> bool:
+    """Whether HF multiplies the decoder output by d_model**-0.5 before lm_head."""
+    if "scale_decoder_outputs" in hf:          # transformers >= 5 writes this
+        return bool(hf["scale_decoder_outputs"])
+    return hf.get("tie_word_embeddings", True) is not False   # transformers 4 semantics
+
+
+def hf_config_to_model_config(hf: dict):
+    """ModelConfig of an HF T5 config.json dict (raises UserError if it is not a T5 we support)."""
+    from t5x_lite.models import ModelConfig
+    if hf.get("model_type") != "t5":
+        raise UserError(f"config.json has model_type {hf.get('model_type')!r}; only 't5' checkpoints can be converted")
+    if not hf.get("is_encoder_decoder", True):
+        raise UserError("config.json is not an encoder-decoder T5 (is_encoder_decoder=false)")
+    for key in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
+        if not isinstance(hf.get(key), int) or hf[key] <= 0:
+            raise UserError(f"config.json: {key} must be a positive integer, got {hf.get(key)!r}")
+    num_dec = hf.get("num_decoder_layers") or hf["num_layers"]
+    return ModelConfig(
+        architecture="encoder_decoder",
+        vocab_size=hf["vocab_size"], d_model=hf["d_model"], num_heads=hf["num_heads"], d_kv=hf["d_kv"],
+        d_ff=hf["d_ff"], num_encoder_layers=hf["num_layers"], num_decoder_layers=int(num_dec),
+        mlp_activations=_mlp_activations(hf),
+        tie_embeddings=_hf_scales_logits(hf),   # may be switched off below if the file has its own lm_head
+        dropout_rate=0.0,                       # fine-tuning sets its own; HF's default 0.1 is a training knob
+        layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
+        position_embedding="relative",
+        relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
+        relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
+    )
+
+
+def model_config_to_hf(cfg) -> dict:
+    """config.json for T5ForConditionalGeneration (transformers 4 and 5 read it alike)."""
+    if cfg.architecture != "encoder_decoder":
+        raise UserError(f"t5x-to-hf converts encoder_decoder models (T5ForConditionalGeneration); "
+                        f"this checkpoint is {cfg.architecture}")
+    if cfg.shared_encoder_decoder:
+        raise UserError("t5x-to-hf: shared_encoder_decoder models have no Hugging Face T5 equivalent")
+    if cfg.position_embedding != "relative":
+        raise UserError(f"t5x-to-hf: HF T5 needs relative position embeddings, model has {cfg.position_embedding!r}")
+    acts = tuple(cfg.mlp_activations)
+    if len(acts) == 1 and acts[0] in _ACT_TO_HF:
+        proj = _ACT_TO_HF[acts[0]]
+    elif len(acts) == 2 and acts[1] == "linear" and acts[0] in ("gelu", "relu", "silu"):
+        proj = "gated-" + acts[0]       # HF maps "gated-gelu" to the tanh GELU, as t5x_lite's "gelu"
+    else:
+        raise UserError(f"t5x-to-hf: mlp_activations {list(acts)} have no Hugging Face T5 equivalent")
+    parts = proj.split("-")
+    dense_act = "gelu_new" if proj == "gated-gelu" else parts[-1]
+    return {
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": int(cfg.vocab_size), "d_model": int(cfg.d_model), "d_kv": int(cfg.d_kv),
+        "d_ff": int(cfg.d_ff), "num_layers": int(cfg.num_encoder_layers),
+        "num_decoder_layers": int(cfg.num_decoder_layers), "num_heads": int(cfg.num_heads),
+        "relative_attention_num_buckets": int(cfg.relative_attention_num_buckets),
+        "relative_attention_max_distance": int(cfg.relative_attention_max_distance),
+        "dropout_rate": float(cfg.dropout_rate), "layer_norm_epsilon": float(cfg.layer_norm_epsilon),
+        "initializer_factor": 1.0, "feed_forward_proj": proj, "dense_act_fn": dense_act,
+        "is_gated_act": len(parts) == 2, "is_encoder_decoder": True, "use_cache": True,
+        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+        # transformers 4 reads tie_word_embeddings, 5 reads scale_decoder_outputs (and unties a saved lm_head).
+        "tie_word_embeddings": bool(cfg.tie_embeddings), "scale_decoder_outputs": bool(cfg.tie_embeddings),
+        "dtype": str(cfg.param_dtype),
+    }
+
+
+GENERATION_CONFIG = {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0, "_from_model_config": True}
+
+
+# ----------------------------------------------------------------------------- param trees
+def _stack_layout(stack: str, n: int, gated: bool):
+    """(hf_suffix, t5x path tuple, kind) for every weight of one layer stack."""
+    attn = "attention" if stack == "encoder" else "self_attention"
+    pre_attn = "pre_attention_layer_norm" if stack == "encoder" else "pre_self_attention_layer_norm"
+    mlp_layer = 1 if stack == "encoder" else 2
+    wis = ("wi_0", "wi_1") if gated else ("wi",)
+    out = [(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            (stack, "relpos_bias", "embedding"), "copy"),
+           (f"{stack}.final_layer_norm.weight", (stack, f"{stack}_norm", "scale"), "copy")]
+    for i in range(n):
+        b, L = f"{stack}.block.{i}.layer", f"layers_{i}"
+        out.append((f"{b}.0.layer_norm.weight", (stack, L, pre_attn, "scale"), "copy"))
+        for hf_name, name in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")):
+            out.append((f"{b}.0.SelfAttention.{hf_name}.weight", (stack, L, attn, name, "kernel"),
+                        "attn_out" if name == "out" else "attn_in"))
+        if stack == "decoder":
+            out.append((f"{b}.1.layer_norm.weight", (stack, L, "pre_cross_attention_layer_norm", "scale"), "copy"))
+            for hf_name, name in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")):
+                out.append((f"{b}.1.EncDecAttention.{hf_name}.weight",
+                            (stack, L, "encoder_decoder_attention", name, "kernel"),
+                            "attn_out" if name == "out" else "attn_in"))
+        out.append((f"{b}.{mlp_layer}.layer_norm.weight", (stack, L, "pre_mlp_layer_norm", "scale"), "copy"))
+        for w in wis + ("wo",):
+            out.append((f"{b}.{mlp_layer}.DenseReluDense.{w}.weight", (stack, L, "mlp", w, "kernel"), "transpose"))
+    return out
+
+
+def _layout(cfg):
+    gated = len(cfg.mlp_activations) > 1
+    return (_stack_layout("encoder", cfg.num_encoder_layers, gated)
+            + _stack_layout("decoder", cfg.num_decoder_layers, gated))
+
+
+def _hf_shape(kind: str, t5x_shape: tuple) -> tuple:
+    if kind == "copy":
+        return tuple(t5x_shape)
+    if kind == "attn_in":      # (D, H, K) <- [H*K, D]
+        d, h, k = t5x_shape
+        return (h * k, d)
+    if kind == "attn_out":     # (H, K, D) <- [D, H*K]
+        h, k, d = t5x_shape
+        return (d, h * k)
+    return tuple(reversed(t5x_shape))
+
+
+def _to_t5x(kind: str, w: np.ndarray, t5x_shape: tuple) -> np.ndarray:
+    if kind == "copy":
+        return np.ascontiguousarray(w)
+    return np.ascontiguousarray(w.T.reshape(t5x_shape))
+
+
+def _to_hf(kind: str, w: np.ndarray) -> np.ndarray:
+    w = np.asarray(w)
+    if kind == "copy":
+        return np.ascontiguousarray(w)
+    if kind == "attn_in":
+        return np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+    if kind == "attn_out":
+        return np.ascontiguousarray(w.reshape(-1, w.shape[-1]).T)
+    return np.ascontiguousarray(w.T)
+
+
+def abstract_params(cfg) -> dict:
+    """The model's param tree as nested dicts of jax.ShapeDtypeStruct (nothing allocated)."""
+    from flax import nnx
+    from t5x_lite.models import build_model
+    model = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
+    return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+def _flatten(tree: dict, prefix=()) -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, prefix + (str(k),)))
+        else:
+            out[prefix + (str(k),)] = v
+    return out
+
+
+def _unflatten(flat: dict) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return tree
+
+
+def _few(names) -> str:
+    names = sorted(names)
+    return ", ".join(names[:4]) + (f" ... ({len(names)} in all)" if len(names) > 4 else "")
+
+
+def hf_to_t5x_params(tensors: dict, hf_config: dict):
+    """(params pure dict, ModelConfig) from HF T5 tensors {name: np.ndarray} and its config.json dict."""
+    cfg = hf_config_to_model_config(hf_config)
+    tensors = dict(tensors)
+    for key in _IGNORED_HF_KEYS:
+        tensors.pop(key, None)
+    shared = tensors.pop("shared.weight", None)
+    for key in _TIED_INPUT_KEYS:
+        w = tensors.pop(key, None)
+        if w is None:
+            continue
+        if shared is None:
+            shared = w
+        elif w.shape != shared.shape or not np.array_equal(w, shared):
+            raise UserError(f"{key} differs from shared.weight: separate encoder/decoder input embeddings "
+                            "are not supported (t5x_lite has one token embedding)")
+    if shared is None:
+        raise UserError("model.safetensors has no shared.weight (the token embedding)")
+    lm_head = tensors.pop("lm_head.weight", None)
+    if lm_head is not None and lm_head.shape == shared.shape and np.array_equal(lm_head, shared):
+        lm_head = None   # a tied copy
+    scaled = cfg.tie_embeddings
+    if lm_head is not None or not scaled:
+        cfg.tie_embeddings = False
+    cfg.validate()
+
+    expected = _flatten(abstract_params(cfg))
+    flat: dict = {}
+
+    def put(path, w):
+        want = expected.get(path)
+        if want is None:
+            raise RuntimeError(f"converter bug: {'/'.join(path)} is not in the t5x_lite param tree")
+        flat[path] = w.astype(want.dtype) if w.dtype != want.dtype else w
+
+    V, D = cfg.vocab_size, cfg.d_model
+    if shared.shape != (V, D):
+        raise UserError(f"config.json does not match model.safetensors: shared.weight has shape "
+                        f"{list(shared.shape)}, config says vocab_size={V}, d_model={D}")
+    put(("token_embedder", "embedding"), np.ascontiguousarray(shared))
+    if not cfg.tie_embeddings:
+        head = shared if lm_head is None else lm_head
+        if head.shape != (V, D):
+            raise UserError(f"config.json does not match model.safetensors: lm_head.weight has shape "
+                            f"{list(head.shape)}, expected {[V, D]}")
+        kernel = head.T * np.asarray(D ** -0.5, head.dtype) if (scaled and lm_head is not None) else head.T
+        put(("decoder", "logits_dense", "kernel"), np.ascontiguousarray(kernel))
+
+    layout = _layout(cfg)
+    missing = [name for name, _, _ in layout if name not in tensors]
+    if missing:
+        raise UserError(f"model.safetensors lacks {len(missing)} T5 weights the config implies: {_few(missing)}")
+    unknown = set(tensors) - {name for name, _, _ in layout}
+    if unknown:
+        raise UserError(f"model.safetensors has weights that are not part of this T5 config: {_few(unknown)}")
+    for name, path, kind in layout:
+        want = expected.get(path)
+        if want is None:
+            raise RuntimeError(f"converter bug: {'/'.join(path)} is not in the t5x_lite param tree")
+        w = tensors[name]
+        if tuple(w.shape) != _hf_shape(kind, want.shape):
+            raise UserError(f"config.json does not match model.safetensors: {name} has shape {list(w.shape)}, "
+                            f"expected {list(_hf_shape(kind, want.shape))}")
+        put(path, _to_t5x(kind, w, tuple(want.shape)))
+    left = set(expected) - set(flat)
+    if left:
+        raise RuntimeError(f"converter bug: no HF weight for {_few('/'.join(p) for p in left)}")
+    return _unflatten(flat), cfg
+
+
+def t5x_to_hf_tensors(params: dict, cfg) -> dict:
+    """HF T5ForConditionalGeneration tensors {name: np.ndarray} of a t5x_lite encoder-decoder param tree."""
+    model_config_to_hf(cfg)   # raises for models HF cannot represent
+    if cfg.scan_layers:
+        from t5x_lite.models import unscan_params
+        params = unscan_params(params)
+    flat = _flatten(params)
+    out = {"shared.weight": np.ascontiguousarray(np.asarray(flat.pop(("token_embedder", "embedding"))))}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = _to_hf("transpose", flat.pop(("decoder", "logits_dense", "kernel")))
+    for name, path, kind in _layout(cfg):
+        if path not in flat:
+            raise UserError(f"checkpoint params lack {'/'.join(path)} (not a t5x_lite encoder-decoder of this config?)")
+        out[name] = _to_hf(kind, flat.pop(path))
+    if flat:
+        raise UserError(f"checkpoint has params with no HF T5 equivalent: {_few('/'.join(p) for p in flat)}")
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+def read_safetensors(path: str) -> dict:
+    """{name: np.ndarray}; bfloat16 tensors come back as ml_dtypes.bfloat16 arrays."""
+    from safetensors import safe_open
+    out = {}
+    try:
+        with safe_open(path, framework="numpy") as f:
+            names = list(f.keys())
+            for name in names:
+                try:
+                    out[name] = f.get_tensor(name)
+                except TypeError:        # numpy has no bfloat16: read it through JAX (ml_dtypes)
+                    with safe_open(path, framework="flax") as g:
+                        out[name] = np.asarray(g.get_tensor(name))
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    return out
+
+
+def read_hf_dir(hf_dir: str) -> tuple[dict, dict]:
+    """(config.json dict, tensors) of a save_pretrained directory."""
+    if not os.path.isdir(hf_dir):
+        raise UserError(f"Hugging Face model directory not found: {hf_dir}")
+    cfg_path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise UserError(f"{hf_dir} has no config.json (expected a save_pretrained directory)")
+    try:
+        with open(cfg_path) as f:
+            hf_config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot parse {cfg_path}: {e}") from None
+    if not isinstance(hf_config, dict):
+        raise UserError(f"{cfg_path} is not a JSON object")
+    st_path = os.path.join(hf_dir, "model.safetensors")
+    if not os.path.isfile(st_path):
+        sharded = os.path.join(hf_dir, "model.safetensors.index.json")
+        if os.path.isfile(sharded):
+            with open(sharded) as f:
+                files = sorted(set(json.load(f).get("weight_map", {}).values()))
+            tensors = {}
+            for name in files:
+                tensors.update(read_safetensors(os.path.join(hf_dir, name)))
+            return hf_config, tensors
+        hint = " (only pytorch_model.bin: re-save it with safe_serialization=True)" if os.path.isfile(
+            os.path.join(hf_dir, "pytorch_model.bin")) else ""
+        raise UserError(f"{hf_dir} has no model.safetensors{hint}")
+    return hf_config, read_safetensors(st_path)
+
+
+def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwrite: bool = False) -> str:
+    """Convert a save_pretrained directory to a params-only step-0 checkpoint. Returns the step dir."""
+    from t5x_lite.train.checkpoints import save_params_checkpoint
+    hf_config, tensors = read_hf_dir(hf_dir)
+    params, cfg = hf_to_t5x_params(tensors, hf_config)
+    if vocabulary is not None:
+        from t5x_lite.data import get_vocabulary
+        vocab = get_vocabulary(vocabulary)
+        if vocab.vocab_size > cfg.vocab_size:
+            raise UserError(f"vocabulary {vocabulary!r} has {vocab.vocab_size} ids but the model only "
+                            f"{cfg.vocab_size} embeddings")
+    _prepare_output(ckpt_dir, overwrite, is_checkpoint=True)
+    config = {"model": cfg.to_dict(), "vocabulary": vocabulary,
+              "converted_from": {"format": "huggingface_t5", "feed_forward_proj": hf_config.get("feed_forward_proj"),
+                                 "transformers_version": hf_config.get("transformers_version")}}
+    return save_params_checkpoint(ckpt_dir, params, config, step=0)
+
+
+def t5x_to_hf(ckpt_dir: str, hf_dir: str, step: int | None = None, overwrite: bool = False) -> str:
+    """Write config.json, generation_config.json and model.safetensors for a t5x_lite checkpoint."""
+    import safetensors.numpy
+    from t5x_lite.models import ModelConfig
+    from t5x_lite.train.checkpoints import read_config, restore_params
+    config = read_config(ckpt_dir, step)
+    if not isinstance(config.get("model"), dict):
+        raise UserError(f"checkpoint {ckpt_dir} has no model config (config['model'])")
+    cfg = ModelConfig.from_dict(config["model"])
+    hf_config = model_config_to_hf(cfg)
+    tensors = t5x_to_hf_tensors(restore_params(ckpt_dir, step), cfg)
+    _prepare_output(hf_dir, overwrite, is_checkpoint=False)
+    safetensors.numpy.save_file(tensors, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+    for name, obj in (("config.json", hf_config), ("generation_config.json", GENERATION_CONFIG)):
+        with open(os.path.join(hf_dir, name), "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+    return hf_dir
+
+
+def _prepare_output(path: str, overwrite: bool, *, is_checkpoint: bool) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"output {path} exists and is not a directory")
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise UserError(f"output directory {path} is not empty (pass --overwrite to replace it)")
+        if is_checkpoint:
+            entries = os.listdir(path)
+            if not all(e.split(".")[0].isdigit() for e in entries):
+                raise UserError(f"--overwrite refuses to delete {path}: it does not look like a checkpoint directory")
+            shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="t5x-lite convert",
+        description="Convert T5 checkpoints between Hugging Face (save_pretrained: config.json + "
+                    "model.safetensors) and t5x_lite (Orbax) formats. Needs no torch.",
+        epilog="examples:\n"
+               "  t5x-lite convert hf-to-t5x --input ./t5-v1_1-small --output ./ckpt --vocabulary builtin\n"
+               "  t5x-lite convert t5x-to-hf --input ./train_dir --output ./hf_export\n"
+               "See docs/interop.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="direction", metavar="{hf-to-t5x,t5x-to-hf}")
+    a = sub.add_parser("hf-to-t5x", help="Hugging Face T5ForConditionalGeneration dir -> params-only checkpoint (step 0)",
+                       description="Read HF_DIR/config.json + model.safetensors (T5.1.0 relu/tied, T5.1.1 "
+                                   "gated-gelu/untied, ...) and write a t5x_lite checkpoint at step 0 that "
+                                   "train (init_checkpoint), score, eval and infer read.")
+    a.add_argument("--input", required=True, metavar="HF_DIR", help="directory written by save_pretrained")
+    a.add_argument("--output", required=True, metavar="CKPT_DIR", help="new checkpoint directory")
+    a.add_argument("--vocabulary", default=None, metavar="SPEC",
+                   help="vocabulary spec stored with the checkpoint: builtin | byte | spm:PATH[:N] "
+                        "(default: none; then score/infer need token ids)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in CKPT_DIR")
+    b = sub.add_parser("t5x-to-hf", help="t5x_lite encoder-decoder checkpoint -> HF dir (config.json + model.safetensors)",
+                       description="Write config.json, generation_config.json and model.safetensors that "
+                                   "transformers' T5ForConditionalGeneration.from_pretrained loads unchanged.")
+    b.add_argument("--input", required=True, metavar="CKPT_DIR", help="t5x_lite checkpoint directory")
+    b.add_argument("--output", required=True, metavar="HF_DIR", help="output directory")
+    b.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    b.add_argument("--overwrite", action="store_true", help="overwrite files in a non-empty HF_DIR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.direction is None:
+        _parser().print_help(sys.stderr)
+        return 2
+    if args.direction == "hf-to-t5x":
+        out = hf_to_t5x(args.input, args.output, vocabulary=args.vocabulary, overwrite=args.overwrite)
+    else:
+        out = t5x_to_hf(args.input, args.output, step=args.step, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
