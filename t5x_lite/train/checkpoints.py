@@ -13,7 +13,8 @@ Layout (an Orbax CheckpointManager root)::
 
 Orbax writes each step into a temporary directory and renames it only once
 complete, so a process killed mid-save never leaves a step that `latest_step`
-reports.  `t5x-lite convert` writes a params-only checkpoint at step 0 in this
+reports (leftover ``<step>.orbax-checkpoint-tmp`` directories are ignored and
+removed by the next training run).  `t5x-lite convert` writes a params-only checkpoint at step 0 in this
 same layout, so the trainer's `init_checkpoint` and `score`/`eval`/`infer` read
 converted and trained checkpoints alike.
 """
@@ -95,3 +96,80 @@ def restore_params(directory: str, step: int | None = None, abstract_params: Any
         raise
     except Exception as e:
         raise UserError(f"cannot restore params from {directory} step {step}: {type(e).__name__}: {e}") from None
+
+
+def save_best_params(directory: str, params: Any, config: dict, step: int) -> str:
+    """Params-only checkpoint of `step` in `directory`, replacing the previous one there
+    (the old step is deleted only after the new one is complete)."""
+    with _manager(directory, max_to_keep=1) as mngr:
+        mngr.save(step, force=True, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            config=ocp.args.JsonSave(config)))
+        mngr.wait_until_finished()
+    return os.path.join(os.path.abspath(directory), str(step))
+
+
+# ----------------------------------------------------------------------------
+# Training checkpoints (params + opt_state + data_iter + config)
+# ----------------------------------------------------------------------------
+
+TRAIN_ITEMS = ("params", "opt_state", "data_iter", "config")
+
+
+class TrainCheckpointer:
+    """Async, keep-N training checkpoints in the layout above.
+
+    `save` returns once the arrays are copied off the devices (so the caller
+    may donate them to the next step); the files are written by a background
+    thread and the step directory appears, atomically renamed, only when
+    complete.  Restores go onto whatever shardings the caller's abstract state
+    carries, so a run can resume on a different mesh.
+    """
+
+    def __init__(self, directory: str, keep: int | None = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        self._mngr = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                create=True, max_to_keep=keep if keep and keep > 0 else None,
+                enable_async_checkpointing=async_save, cleanup_tmp_directories=True),
+            item_names=TRAIN_ITEMS)
+
+    def latest_step(self) -> int | None:
+        return self._mngr.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._mngr.all_steps())
+
+    def save(self, step: int, state: dict, data_iter: dict | None, config: dict, *, force: bool = True) -> bool:
+        return self._mngr.save(int(step), force=force, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state["params"]),
+            opt_state=ocp.args.StandardSave(state["opt_state"]),
+            data_iter=ocp.args.JsonSave(data_iter if data_iter is not None else {}),
+            config=ocp.args.JsonSave(config)))
+
+    def restore(self, step: int, abstract_state: dict) -> tuple[dict, dict, dict]:
+        """(state, data_iter state, config) of `step`; `abstract_state` as in the train state
+        ({"params", "opt_state", "step"}, ShapeDtypeStructs with shardings)."""
+        try:
+            out = self._mngr.restore(int(step), args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_state["params"]),
+                opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+                data_iter=ocp.args.JsonRestore(),
+                config=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise UserError(f"cannot restore training checkpoint {self.directory} step {step} "
+                            f"(different model or optimizer?): {type(e).__name__}: {e}") from None
+        import jax
+        import jax.numpy as jnp
+        sds = abstract_state["step"]
+        step_arr = jax.device_put(jnp.asarray(int(step), sds.dtype), getattr(sds, "sharding", None))
+        state = {"params": out["params"], "opt_state": out["opt_state"], "step": step_arr}
+        return state, dict(out["data_iter"] or {}), dict(out["config"] or {})
+
+    def wait(self) -> None:
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mngr.wait_until_finished()
+        self._mngr.close()

@@ -1,0 +1,129 @@
+"""`t5x-lite train`: pretrain or fine-tune.
+
+    t5x-lite train [--config configs/NAME.py] --workdir DIR [--config.KEY=VALUE ...]
+                   [--gin_file FILE.gin ...] [--gin_bindings 'section.key = value' ...]
+                   [--coordinator_address HOST:PORT --num_processes N --process_id I]
+
+Without --config the embedded default (t5x_lite/train/default_config.py, a tiny
+T5.1.1 on builtin_span_corruption) is trained.  Order of precedence: the config
+file, then gin files/bindings, then --config.KEY=VALUE overrides.  Running the
+same command again resumes from DIR's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from t5x_lite.errors import UserError
+
+HELP = __doc__ + """
+flags:
+  --config PATH[:ARG]      ml_collections config file with get_config() (default: the tiny default)
+  --config.KEY=VALUE       override any config key, e.g. --config.train.num_steps=1000
+  --workdir DIR            checkpoints, metrics.jsonl, TensorBoard events (required)
+  --gin_file FILE          gin file binding config keys (repeatable), e.g. gin/t5_1_1/small.gin
+  --gin_bindings 'K = V'   one gin binding (repeatable), e.g. 'train.num_steps = 100'
+  --coordinator_address, --num_processes, --process_id
+                           multi-host (jax.distributed); auto-detected on TPU pods / Slurm / Open MPI
+  --print_config           print the resolved config and exit
+  -h, --help               this help
+
+config keys: seed, vocabulary, init_checkpoint, model.*, data.*, train.*, optimizer.*, mesh.*,
+evaluation.*   (see docs/training.md and configs/)
+"""
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.py")
+
+
+def parse_args(argv: list[str]):
+    """argv -> (config ConfigDict, flag values).  Every parse problem is a one-line UserError."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from t5x_lite.train import config as config_lib
+
+    argv = list(argv)
+    fv = flags.FlagValues()
+    try:
+        config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "experiment config file", flag_values=fv,
+                                        lock_config=True, sys_argv=["t5x-lite train"] + argv)
+        flags.DEFINE_string("workdir", None, "output directory", flag_values=fv)
+        flags.DEFINE_multi_string("gin_file", [], "gin file(s)", flag_values=fv)
+        flags.DEFINE_multi_string("gin_bindings", [], "gin binding(s)", flag_values=fv)
+        flags.DEFINE_string("coordinator_address", None, "multi-host coordinator HOST:PORT", flag_values=fv)
+        flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
+        flags.DEFINE_integer("process_id", None, "multi-host: this process's id", flag_values=fv)
+        flags.DEFINE_boolean("print_config", False, "print the resolved config and exit", flag_values=fv)
+        rest = fv(["t5x-lite train"] + argv)
+        config = fv.config
+    except UserError:
+        raise
+    except BaseException as e:  # absl/ml_collections raise many types, some multi-line
+        raise UserError(f"bad flag or config: {_one_line(e)}") from None
+    if len(rest) > 1:
+        raise UserError(f"unexpected positional arguments: {' '.join(rest[1:])}")
+    if fv.gin_file or fv.gin_bindings:
+        # Gin values go under the command-line overrides: re-apply those afterwards.
+        config = config_lib.apply_gin(config, fv.gin_file, fv.gin_bindings)
+        config = _reapply_overrides(config, argv)
+    return config, fv
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().strip("'\"")
+    msg = msg.replace("\\n", " ").replace('\\"', '"').replace("\\'", "'")
+    return f"{type(e).__name__}: {' '.join(msg.split())}"
+
+
+def _reapply_overrides(config, argv):
+    from absl import flags
+    from ml_collections import config_flags
+
+    overrides = [a for a in argv if a.startswith("--config.")]
+    if not overrides:
+        return config
+    fv = flags.FlagValues()
+    try:
+        config_flags.DEFINE_config_dict("config", config, "config", flag_values=fv, lock_config=True,
+                                        sys_argv=["t5x-lite train"] + _override_args(argv))
+        fv(["t5x-lite train"] + _override_args(argv))
+        return fv.config
+    except BaseException as e:
+        raise UserError(f"bad flag or config: {_one_line(e)}") from None
+
+
+def _override_args(argv):
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            out.append(a)
+            if "=" not in a and i + 1 < len(argv):
+                out.append(argv[i + 1])
+                i += 1
+        i += 1
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
+        print(HELP)
+        return 0
+    config, fv = parse_args(argv)
+    if fv.print_config:
+        from t5x_lite.train import config as config_lib
+        config_lib.validate(config)
+        print(config)
+        return 0
+    if not fv.workdir:
+        raise UserError("--workdir is required (where checkpoints and metrics go)")
+    from t5x_lite import partitioning
+    partitioning.maybe_initialize_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
+    from t5x_lite.train.loop import train
+    return train(config, fv.workdir)
+
+
+if __name__ == "__main__":
+    from t5x_lite.cli import main as cli_main
+    sys.exit(cli_main(["train"] + sys.argv[1:]))
