@@ -1,0 +1,184 @@
+"""`t5x-lite data ...` and `t5x-lite vocab ...`.
+
+  t5x-lite data list [--json]
+  t5x-lite data inspect --task NAME [--split S] [--num N] [--json] [--inputs-length 512 --targets-length 114]
+  t5x-lite data build-local ...        (t5x_lite.data.local_data:main, owned by the downstream-tasks code)
+  t5x-lite vocab train --input GLOB [--input GLOB ...] --vocab-size N --model-type unigram|bpe --out PREFIX
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib
+import itertools
+import json
+import os
+import sys
+
+from t5x_lite.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UserError (one line, exit 2 via t5x_lite.cli) instead of exiting."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _data_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="t5x-lite data", description="Inspect the task/mixture registry and the preprocessed "
+                     "examples a task produces.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="{list,inspect,build-local}", parser_class=_Parser)
+    p_list = sub.add_parser("list", help="list registered tasks and mixtures with a short description")
+    p_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    p_in = sub.add_parser("inspect", help="print preprocessed examples (token ids and decoded text), before packing",
+                          description="Print examples of a task after preprocessing and before packing: token ids "
+                          "and the decoded text of `inputs` and `targets`.")
+    p_in.add_argument("--task", required=True, help="task or mixture name (see `t5x-lite data list`)")
+    p_in.add_argument("--split", default="validation", help="split to read (default: validation)")
+    p_in.add_argument("--num", type=int, default=3, help="number of examples (default: 3)")
+    p_in.add_argument("--seed", type=int, default=0, help="seed for shuffling and random preprocessing")
+    p_in.add_argument("--shuffle", action="store_true", help="shuffle documents (default: source order)")
+    p_in.add_argument("--inputs-length", type=int, default=512, help="feature length of inputs (default 512)")
+    p_in.add_argument("--targets-length", type=int, default=114, help="feature length of targets (default 114)")
+    p_in.add_argument("--data-dir", default=None, help="TFDS data_dir for TFDS-backed tasks (c4_v220_*)")
+    p_in.add_argument("--json", action="store_true",
+                      help="one JSON object per line: inputs, targets (id lists), inputs_pretty, targets_pretty")
+    sub.add_parser("build-local", help="build the local downstream datasets (see `t5x-lite data build-local --help`)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "build-local":
+        try:
+            module = importlib.import_module("t5x_lite.data.local_data")
+        except ModuleNotFoundError as e:
+            if e.name == "t5x_lite.data.local_data":
+                raise UserError("`data build-local` is not available: t5x_lite.data.local_data is missing") from None
+            raise
+        return module.main(argv[1:])
+    parser = _data_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "list":
+        return _list(args)
+    return _inspect(args)
+
+
+def _list(args) -> int:
+    from t5x_lite.data.tasks import MixtureRegistry, TaskRegistry
+    rows = [("task", n, TaskRegistry.get(n).description) for n in TaskRegistry.names()]
+    rows += [("mixture", n, MixtureRegistry.get(n).description) for n in MixtureRegistry.names()]
+    if args.json:
+        for kind, name, desc in rows:
+            print(json.dumps({"kind": kind, "name": name, "description": desc}))
+        return 0
+    width = max(len(n) for _, n, _ in rows)
+    for kind, name, desc in rows:
+        print(f"{name:<{width}}  {kind:<7}  {desc}")
+    return 0
+
+
+def _inspect(args) -> int:
+    import numpy as np
+    from t5x_lite.data.tasks import Mixture, get_task_or_mixture
+    if args.num <= 0:
+        raise UserError(f"--num must be positive, got {args.num}")
+    provider = get_task_or_mixture(args.task)
+    task = provider.tasks_and_rates[0][0] if isinstance(provider, Mixture) else provider
+    task = task.with_data_dir(args.data_dir)
+    lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
+    examples = task.get_examples(args.split, seed=args.seed, shuffle=args.shuffle, feature_lengths=lengths,
+                                 num_epochs=1)
+    vocabs = {k: f.vocabulary for k, f in task.output_features.items()}
+    for n, ex in enumerate(itertools.islice(examples, args.num)):
+        record = {}
+        for key in ("inputs", "targets"):
+            if key in ex:
+                ids = [int(i) for i in np.asarray(ex[key]).reshape(-1)]
+                record[key] = ids
+                record[f"{key}_pretty"] = _pretty(vocabs[key], ids)
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            print(f"=== example {n} ({task.name}, {args.split})")
+            for key in ("inputs", "targets"):
+                if key in record:
+                    print(f"{key} ({len(record[key])} ids): {record[key]}")
+                    print(f"{key}_pretty: {record[key + '_pretty']}")
+    return 0
+
+
+def _pretty(vocab, ids: list[int]) -> str:
+    """Decoded text that also shows EOS (decode() stops at it)."""
+    if ids and ids[-1] == vocab.eos_id and vocab.eos_id not in ids[:-1]:
+        return vocab.decode(ids[:-1]) + "</s>"
+    return vocab.decode(ids)
+
+
+# ------------------------------------------------------------------------------------------------
+# t5x-lite vocab train
+# ------------------------------------------------------------------------------------------------
+def _vocab_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="t5x-lite vocab", description="Train a SentencePiece vocabulary with T5 conventions "
+                     "(pad=0, eos=1, unk=2, no BOS).  Use it with vocabulary spec 'spm:PREFIX.model' (100 extra "
+                     "ids are added on top, so vocab_size = pieces + 100).")
+    sub = parser.add_subparsers(dest="command", metavar="{train}", parser_class=_Parser)
+    p = sub.add_parser("train", help="train a SentencePiece model (unigram or bpe) on text files",
+                       description="Train a SentencePiece model on text files (one sentence/document per line; "
+                       ".gz/.xz read transparently).  Writes PREFIX.model and PREFIX.vocab.")
+    p.add_argument("--input", action="append", required=True, metavar="GLOB",
+                   help="text file(s) or glob(s); repeat the flag for several")
+    p.add_argument("--vocab-size", type=int, required=True, help="number of pieces including pad/eos/unk")
+    p.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram", help="default: unigram")
+    p.add_argument("--out", required=True, metavar="PREFIX", help="output prefix (PREFIX.model, PREFIX.vocab)")
+    p.add_argument("--character-coverage", type=float, default=0.9995, help="default 0.9995 (1.0 for small alphabets)")
+    p.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (recorded for reproducibility)")
+    return parser
+
+
+def vocab_main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _vocab_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return train_vocabulary(args.input, args.vocab_size, args.model_type, args.out,
+                            character_coverage=args.character_coverage, max_sentences=args.max_sentences)
+
+
+def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str, *,
+                     character_coverage: float = 0.9995, max_sentences: int = 2_000_000) -> int:
+    import sentencepiece as spm
+    from t5x_lite.data.sources import read_documents
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matched:
+            raise UserError(f"no file matches --input {pattern!r}")
+        files.extend(matched)
+    lines = read_documents(files)
+    if not lines:
+        raise UserError(f"the input files {files} contain no text")
+    if vocab_size < 4:
+        raise UserError(f"--vocab-size must be at least 4 (pad, eos, unk + one piece), got {vocab_size}")
+    out_dir = os.path.dirname(os.path.abspath(out_prefix))
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_prefix=out_prefix, vocab_size=vocab_size, model_type=model_type,
+            pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=character_coverage,
+            input_sentence_size=max_sentences, shuffle_input_sentence=True, max_sentence_length=1 << 16,
+            minloglevel=2, hard_vocab_limit=True)
+    except RuntimeError as e:   # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
+        raise UserError(f"SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
+    print(f"wrote {out_prefix}.model and {out_prefix}.vocab ({model_type}, {vocab_size} pieces; "
+          f"use vocabulary 'spm:{out_prefix}.model' -> vocab_size {vocab_size + 100})")
+    return 0
