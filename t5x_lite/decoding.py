@@ -143,7 +143,7 @@ class _BeamState(NamedTuple):
 
 
 def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, beam_size: int = 4,
-                alpha: float = 0.6, eos_id: int = EOS_ID) -> DecodeResult:
+                alpha: float = 0.6, eos_id: int = EOS_ID, finish_rule: str = "t5x") -> DecodeResult:
     """T5X-style beam search.
 
     Each step extends the K live beams by every token, keeps the 2K best
@@ -154,9 +154,17 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
     beats the best live log-prob divided by the largest possible penalty
     (nothing live can still enter the top K).  Rows with no finished beam return
     their live beams, scored by raw log-prob.  Returns tokens [B, K, L] best first.
+
+    finish_rule="hf" reproduces Hugging Face transformers' `generate(num_beams=K)`
+    bookkeeping instead: an EOS candidate may finish only if it ranks among the
+    top K of the 2K candidates, and beams still live at max_decode_length join the
+    finished pool (scored logp / penalty(L)).  With alpha=0 this equals HF with
+    length_penalty=0.0 (and any early_stopping, since the bound is then exact).
     """
     if beam_size < 1:
         raise UserError(f"beam size must be >= 1, got {beam_size}")
+    if finish_rule not in ("t5x", "hf"):
+        raise UserError(f"beam finish rule must be t5x or hf, got {finish_rule!r}")
     batch, vocab = logits0.shape
     K, L = beam_size, max_decode_length
     # Every beam of a row starts from the same prompt; only beam 0 is live so the first step
@@ -180,6 +188,8 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         seqs = jax.lax.dynamic_update_slice(seqs, tok[:, :, None], (0, 0, i))  # [B, 2K, L]
         # A candidate descending from a dead (NEG_INF) initial beam is never a real hypothesis.
         is_eos = (tok == eos_id) & (top_logp > NEG_INF / 2)
+        if finish_rule == "hf":
+            is_eos = is_eos & (jnp.arange(2 * K) < K)[None, :]
 
         # Finished pool: old K plus the new EOS candidates, keep the best K.
         new_scores = jnp.where(is_eos, top_logp / brevity_penalty(alpha, i + 1), NEG_INF)
@@ -213,7 +223,16 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         beams, state, last = extend(beams, logits, i, state)
         return i + 1, beams, state, last
 
-    _, beams, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), beams, state, last))
+    i, beams, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), beams, state, last))
+    if finish_rule == "hf":
+        # Live beams that reached the length limit count as finished hypotheses.
+        live_scores = jnp.where((i >= L) & (beams.live_logp > NEG_INF / 2), beams.live_logp / max_penalty, NEG_INF)
+        all_scores = jnp.concatenate([beams.fin_scores, live_scores], axis=1)
+        all_flags = jnp.concatenate([beams.fin_flags, live_scores > NEG_INF / 2], axis=1)
+        all_seqs = jnp.concatenate([beams.fin_seqs, beams.live_seqs], axis=1)
+        fin_scores, keep = jax.lax.top_k(all_scores, K)
+        beams = beams._replace(fin_scores=fin_scores, fin_flags=jnp.take_along_axis(all_flags, keep, axis=1),
+                               fin_seqs=jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1))
     any_fin = jnp.any(beams.fin_flags, axis=1)                                  # [B]
     tokens = jnp.where(any_fin[:, None, None], beams.fin_seqs, beams.live_seqs)
     scores = jnp.where(any_fin[:, None], beams.fin_scores, beams.live_logp)
@@ -255,16 +274,16 @@ def _jitted_decode():
     from t5x_lite.models import decode_step, init_decode_state
 
     @functools.partial(nnx.jit, static_argnames=("method", "max_decode_length", "beam_size", "alpha",
-                                                 "temperature", "top_k", "top_p", "eos_id"))
+                                                 "temperature", "top_k", "top_p", "eos_id", "finish_rule"))
     def run(model, prompt, rng, *, method, max_decode_length, beam_size, alpha, temperature, top_k,
-            top_p, eos_id):
+            top_p, eos_id, finish_rule):
         logits0, state = init_decode_state(model, prompt, max_decode_length)
         step = lambda s, t: decode_step(model, s, t)
         if method == "greedy":
             return greedy_search(logits0, state, step, max_decode_length=max_decode_length, eos_id=eos_id)
         if method == "beam":
             return beam_search(logits0, state, step, max_decode_length=max_decode_length,
-                               beam_size=beam_size, alpha=alpha, eos_id=eos_id)
+                               beam_size=beam_size, alpha=alpha, eos_id=eos_id, finish_rule=finish_rule)
         return temperature_sample(logits0, state, step, rng, max_decode_length=max_decode_length,
                                   temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id)
     return run
@@ -278,11 +297,12 @@ def _decode_fn():
 def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: int = 64,
            beam_size: int = 4, alpha: float = 0.6, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, rng: jax.Array | None = None, eos_id: int = EOS_ID,
-           return_scores: bool = False):
+           finish_rule: str = "t5x", return_scores: bool = False, all_beams: bool = False):
     """Decode a batch with a t5x_lite model (encoder-decoder, decoder-only or prefix LM).
 
     prompt: from `make_prompt`.  Returns np.int32 [B, max_decode_length] (for beam search the best
-    beam), and with return_scores=True also the scores ([B] log-prob, or [B] best beam score).
+    beam; all_beams=True: [B, K, L] best first), and with return_scores=True also the scores
+    ([B] log-prob, or the beam scores).  finish_rule: see `beam_search`.
     """
     if method not in METHODS:
         raise UserError(f"decode method must be one of {METHODS}, got {method!r}")
@@ -295,8 +315,9 @@ def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: in
     prompt = {k: jnp.asarray(v, jnp.int32) for k, v in prompt.items()}
     out = _decode_fn()(model, prompt, rng, method=method, max_decode_length=int(max_decode_length),
                        beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),
-                       top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id))
+                       top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id),
+                       finish_rule=finish_rule)
     tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
-    if method == "beam":
+    if method == "beam" and not all_beams:
         tokens, scores = tokens[:, 0], scores[:, 0]
     return (tokens, scores) if return_scores else tokens
