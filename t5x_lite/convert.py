@@ -208,7 +208,7 @@ def abstract_params(cfg) -> dict:
     from flax import nnx
     from t5x_lite.models import build_model
     model = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def _flatten(tree: dict, prefix=()) -> dict:
