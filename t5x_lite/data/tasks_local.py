@@ -1,0 +1,76 @@
+"""Local downstream stand-ins, registered as tasks with T5-style prefixes.
+
+The data comes from `t5x-lite data build-local` (t5x_lite/data/local_data.py), which writes TFDS
+array_record datasets into $T5X_LITE_DATA_DIR or ~/.cache/t5x_lite/local_tfds; these tasks read
+from the same default (`Task.with_data_dir(dir)` / `--data-dir` for another place).
+
+  local_translate_en_de/_fr/_ro  "translate English to German: <msgid>" -> <msgstr>      SacreBLEU
+  local_summarize_debian         "summarize: <long description>" -> <synopsis>          ROUGE-2-F
+  local_debian_section           "section description: ... synopsis: ..." -> "libs"     accuracy, macro F1
+  local_wordnet_lexname          "lexname gloss: <gloss>" -> "noun.animal"               accuracy, macro F1
+  local_qa_wordnet               "question: ... context: ..." -> definition span         EM, F1
+                                 (SEMI-SYNTHETIC: real WordNet contexts, templated questions)
+"""
+
+from __future__ import annotations
+
+from t5x_lite.data.local_data import default_data_dir
+from t5x_lite.data.local_sources import DEBIAN_SECTIONS, WORDNET_LEXNAMES
+from t5x_lite.data.sources import TfdsSource
+from t5x_lite.data.tasks import TaskRegistry
+from t5x_lite.data.tasks_downstream import (LANGUAGE_NAMES, glue_text, squad_text, summarize_text,
+                                            text_task, translate_text)
+from t5x_lite.evaluation import metrics as M
+from t5x_lite.evaluation import postprocessors as P
+
+LOCAL_VERSION = "1.0.0"
+
+
+def _source(name: str, data_dir: str | None = None) -> TfdsSource:
+    return TfdsSource(f"{name}:{LOCAL_VERSION}", data_dir=data_dir or default_data_dir(),
+                      splits=("train", "validation"))
+
+
+def local_tasks(vocabulary="builtin", data_dir: str | None = None, suffix: str = "") -> list:
+    """The local tasks with a given vocabulary (spec string or Vocabulary) and data_dir.
+
+    The registered defaults use the "builtin" vocabulary; pass e.g. "byte" or "spm:PATH" (and a
+    name suffix) to register variants for a model trained with another vocabulary.
+    """
+    tasks = []
+    for lang in ("de", "fr", "ro"):
+        name = f"local_translate_en_{lang}"
+        tasks.append(text_task(
+            name + suffix, _source(name, data_dir), translate_text("en", lang), [M.bleu],
+            vocabulary=vocabulary,
+            description=f"English -> {LANGUAGE_NAMES[lang]} UI strings from gettext catalogs "
+                        "(split by catalog); SacreBLEU intl/exp (the paper's EnDe/EnFr/EnRo stand-in)"))
+    tasks.append(text_task(
+        "local_summarize_debian" + suffix, _source("local_summarize_debian", data_dir),
+        summarize_text("description", "synopsis"), [M.rouge], vocabulary=vocabulary,
+        description="Debian package long description -> synopsis; ROUGE-2-F (the paper's CNN/DM stand-in)"))
+    tasks.append(text_task(
+        "local_debian_section" + suffix, _source("local_debian_section", data_dir),
+        glue_text("section", DEBIAN_SECTIONS, ("description", "synopsis")), [M.accuracy_and_macro_f1],
+        P.make_label_postprocessor(DEBIAN_SECTIONS), vocabulary=vocabulary,
+        description="Debian package description -> archive section (60 classes); accuracy, macro F1"))
+    tasks.append(text_task(
+        "local_wordnet_lexname" + suffix, _source("local_wordnet_lexname", data_dir),
+        glue_text("lexname", WORDNET_LEXNAMES, ("gloss",)), [M.accuracy_and_macro_f1],
+        P.make_label_postprocessor(WORDNET_LEXNAMES), vocabulary=vocabulary,
+        description="WordNet 3.0 gloss -> lexicographer category (45 classes); accuracy, macro F1"))
+    tasks.append(text_task(
+        "local_qa_wordnet" + suffix, _source("local_qa_wordnet", data_dir), squad_text, [M.squad],
+        P.squad_answers, vocabulary=vocabulary,
+        description="SEMI-SYNTHETIC extractive QA: real WordNet entries as contexts, templated "
+                    "questions 'What does <word> mean as a <pos>?'; EM/F1 (the paper's SQuAD stand-in)"))
+    return tasks
+
+
+LOCAL_TASK_NAMES = (
+    "local_translate_en_de", "local_translate_en_fr", "local_translate_en_ro", "local_summarize_debian",
+    "local_debian_section", "local_wordnet_lexname", "local_qa_wordnet")
+
+if "local_translate_en_de" not in TaskRegistry:
+    for _task in local_tasks():
+        TaskRegistry.add(_task)
