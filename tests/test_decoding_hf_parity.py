@@ -38,7 +38,7 @@ def converted(request):
     params, cfg = hf_to_t5x_params(tensors, hf_config)
     model = build_model(cfg, nnx.Rngs(0))
     state = nnx.state(model, nnx.Param)
-    state.replace_by_pure_dict(params)
+    nnx.replace_by_pure_dict(state, params)
     nnx.update(model, state)
     ref = dict(np.load(os.path.join(FIXTURES, request.param, "reference.npz")))
     prompt = {"encoder_input_tokens": ref["encoder_input_ids"].astype(np.int32)}

@@ -1,0 +1,197 @@
+"""`t5x-lite eval` and `t5x-lite infer`.
+
+eval:  decode a task's split with a checkpoint and score it with the task's
+       postprocessor and metrics; writes OUTPUT/<task>/predictions.jsonl
+       (inputs, targets, prediction) and OUTPUT/<task>/metrics.json.
+       With --num-shots K (decoder-only checkpoints) the prompts are K-shot
+       in-context prompts built from the task's train split (evaluation/fewshot.py).
+infer: free-form generation from a JSONL file; each line {"inputs": "text" or [ids], ...}
+       comes back with "prediction" (text, when a vocabulary is known) and "prediction_ids".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from t5x_lite.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one-line errors, exit code 2 (via the dispatcher)
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _decode_args(p: argparse.ArgumentParser, methods=("greedy", "beam")) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--decode", choices=methods, default="greedy",
+                   help="greedy (the T5 paper's choice) or beam search%s (default: greedy)" %
+                   (" or sampling" if "sample" in methods else ""))
+    g.add_argument("--beam-size", type=int, default=4, help="beams for --decode beam (default 4)")
+    g.add_argument("--alpha", type=float, default=0.6,
+                   help="T5X brevity penalty ((5+len)/6)^alpha for beam search (default 0.6; 0 = plain log-prob)")
+    g.add_argument("--max-decode-length", type=int, default=None,
+                   help="most new tokens per example (eval default: longest target; infer default: 64)")
+    g.add_argument("--batch-size", type=int, default=32, help="examples decoded together (default 32)")
+
+
+def _check_checkpoint(path: str) -> None:
+    if not os.path.isdir(path):
+        raise UserError(f"checkpoint directory not found: {path}")
+
+
+# ----------------------------------------------------------------------------------------------
+# eval
+# ----------------------------------------------------------------------------------------------
+
+def eval_main(argv: list[str]) -> int:
+    p = _Parser(prog="t5x-lite eval", description="Decode a task split with a checkpoint and compute the task's "
+                "metrics. Writes OUTPUT/<task>/predictions.jsonl and OUTPUT/<task>/metrics.json.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (t5x-lite train/convert output)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--task", required=True, help="task or mixture name(s), comma separated (see t5x-lite data list)")
+    p.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
+    p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--num-shots", type=int, default=0,
+                   help="K-shot in-context prompts from the train split (decoder-only checkpoints; default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for choosing few-shot examples")
+    p.add_argument("--output", required=True, help="output directory")
+    _decode_args(p)
+    args = p.parse_args(argv)
+    if args.max_examples is not None and args.max_examples < 1:
+        raise UserError("--max-examples must be >= 1")
+    if args.num_shots < 0:
+        raise UserError("--num-shots must be >= 0")
+    _check_checkpoint(args.checkpoint)
+
+    from t5x_lite.evaluation import evaluator as ev
+    settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
+                                 max_decode_length=args.max_decode_length, batch_size=args.batch_size).validate()
+    tasks = ev.resolve_tasks(args.task)
+    model, config = ev.load_model(args.checkpoint, args.step)
+    arch = model.config.architecture
+    if args.num_shots and arch != "decoder_only":
+        raise UserError(f"--num-shots needs a decoder_only checkpoint; this one is {arch}")
+    summary = {}
+    for task in tasks:
+        t0 = time.time()
+        if args.num_shots:
+            from t5x_lite.evaluation import fewshot
+            records, metrics = fewshot.evaluate_fewshot(model, task, num_shots=args.num_shots, split=args.split,
+                                                        max_examples=args.max_examples, settings=settings,
+                                                        seed=args.seed, progress=task.name)
+        else:
+            if arch == "decoder_only" and not task.name.endswith(ev.LM_FORMAT_SUFFIX):
+                print(f"note: decoder-only checkpoint on {task.name}: prompts are the task inputs as is "
+                      f"(fine-tuned with configs/finetune_*? use {task.name}{ev.LM_FORMAT_SUFFIX})", file=sys.stderr)
+            records, metrics = ev.evaluate_task(model, task, split=args.split, max_examples=args.max_examples,
+                                                settings=settings, progress=task.name)
+        extra = {"num_examples": len(records), "split": args.split, "decode": args.decode,
+                 "checkpoint": os.path.abspath(args.checkpoint), "num_shots": args.num_shots,
+                 "seconds": round(time.time() - t0, 2)}
+        if args.decode == "beam":
+            extra.update(beam_size=args.beam_size, alpha=args.alpha)
+        out = ev.write_results(args.output, task.name, records, metrics, extra)
+        summary[task.name] = metrics
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
+        print(f"{task.name} ({len(records)} examples): {shown}  -> {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# infer
+# ----------------------------------------------------------------------------------------------
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        raise UserError(f"input file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not JSON: {e.msg}") from None
+            if not isinstance(row, dict) or "inputs" not in row:
+                raise UserError(f'{path}:{n}: each line must be an object with an "inputs" field')
+            rows.append(row)
+    if not rows:
+        raise UserError(f"{path} has no input lines")
+    return rows
+
+
+def infer_main(argv: list[str]) -> int:
+    p = _Parser(prog="t5x-lite infer", description="Free-form generation from a checkpoint. Each input line is "
+                'a JSON object with "inputs": a string (tokenized with the checkpoint\'s vocabulary) or a list of '
+                'token ids; each output line adds "prediction" (text, when a vocabulary is known) and '
+                '"prediction_ids".')
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--input", required=True, help="input JSONL")
+    p.add_argument("--output", required=True, help="output JSONL")
+    p.add_argument("--vocabulary", default=None,
+                   help="vocabulary spec (builtin, byte, spm:PATH[:N]); default: the checkpoint's")
+    p.add_argument("--add-eos", choices=("auto", "yes", "no"), default="auto",
+                   help="append EOS to text inputs (auto: yes for encoder-decoder, as T5 tasks do; no for "
+                        "decoder-only, whose prompt is continued)")
+    _decode_args(p, methods=("greedy", "beam", "sample"))
+    g = p.add_argument_group("sampling (--decode sample)")
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0 = greedy)")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the K most likely tokens (0 = all)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
+    g.add_argument("--seed", type=int, default=0, help="PRNG seed (same seed, same output)")
+    args = p.parse_args(argv)
+    max_len = 64 if args.max_decode_length is None else args.max_decode_length
+    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
+        raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
+    _check_checkpoint(args.checkpoint)
+    rows = _read_jsonl(args.input)
+
+    from t5x_lite.evaluation import evaluator as ev
+    model, config = ev.load_model(args.checkpoint, args.step)
+    cfg = model.config
+    spec = args.vocabulary or config.get("vocabulary")
+    vocab = None
+    if spec:
+        from t5x_lite.data import get_vocabulary
+        vocab = get_vocabulary(spec)
+    add_eos = args.add_eos == "yes" or (args.add_eos == "auto" and cfg.architecture == "encoder_decoder")
+    prompts = []
+    for n, row in enumerate(rows, 1):
+        x = row["inputs"]
+        if isinstance(x, str):
+            if vocab is None:
+                raise UserError(f"line {n}: text inputs need a vocabulary, and the checkpoint has none "
+                                "(pass --vocabulary or give token ids)")
+            ids = vocab.encode(x) + ([1] if add_eos else [])
+        elif isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in x):
+            ids = list(x)
+        else:
+            raise UserError(f"line {n}: inputs must be a string or a list of integer token ids")
+        bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
+        if bad:
+            raise UserError(f"line {n}: token id {bad[0]} out of range [0, {cfg.vocab_size})")
+        if cfg.architecture == "encoder_decoder" and not ids:
+            raise UserError(f"line {n}: empty inputs")
+        prompts.append(ids)
+    settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
+                                 batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, seed=args.seed).validate()
+    preds = ev.predict(model, prompts, settings, max_decode_length=max_len, progress="infer")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    tmp = args.output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row, ids in zip(rows, preds):
+            out = dict(row)
+            if vocab is not None:
+                out["prediction"] = vocab.decode(ids)
+            out["prediction_ids"] = ids
+            f.write(json.dumps(out, ensure_ascii=False) + "\n")
+    os.replace(tmp, args.output)
+    print(f"wrote {len(rows)} predictions to {args.output}")
+    return 0
