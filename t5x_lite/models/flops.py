@@ -81,11 +81,15 @@ def count_params(cfg: ModelConfig) -> int:
     return int(total)
 
 
-def flops_per_sequence(cfg: ModelConfig, input_length: int, target_length: int) -> dict[str, float]:
+def flops_per_sequence(cfg: ModelConfig, input_length: int, target_length: int, *,
+                       causal_halving: bool = True) -> dict[str, float]:
     """Forward FLOPs of one (unpacked) example, split by kind, plus "forward" and
     "train" (= 3 x forward) totals.  decoder_only models see the concatenation
     of input_length + target_length tokens (pure LM: input_length=0, the
-    causal mask throughout); encoder_only models see input_length tokens."""
+    causal mask throughout); encoder_only models see input_length tokens.
+    causal_halving=False counts every (query, key) pair, i.e. what the dense
+    kernels actually execute (XLA's cost analysis agrees with that number)."""
+    half = 0.5 if causal_halving else 1.0
     d, h, k, v = cfg.d_model, cfg.num_heads, cfg.d_kv, cfg.vocab_size
     proj = 2 * (_attn(cfg) + _mlp(cfg))          # per token per layer
     pair = 4 * h * k                              # per visible (query, key) pair per layer
@@ -94,16 +98,16 @@ def flops_per_sequence(cfg: ModelConfig, input_length: int, target_length: int) 
     if cfg.architecture == "encoder_decoder":
         ne, nd = cfg.num_encoder_layers, cfg.num_decoder_layers
         f["projections"] = ne * lin * proj + nd * lt * proj
-        f["attention"] = ne * pair * lin * lin + nd * pair * lt * lt / 2
+        f["attention"] = ne * pair * lin * lin + nd * pair * lt * lt * half
         f["cross_attention"] = nd * (2 * 2 * d * h * k * lt + 2 * 2 * d * h * k * lin + pair * lt * lin)
         f["logits"] = 2 * d * v * lt
     elif cfg.architecture == "decoder_only":
         n, t = cfg.num_decoder_layers, lin + lt
         f["projections"] = n * t * proj
         if cfg.decoder_mask == "prefix":
-            f["attention"] = n * pair * (lin * lin + (t * t - lin * lin) / 2)
+            f["attention"] = n * pair * (lin * lin + (t * t - lin * lin) * half)
         else:
-            f["attention"] = n * pair * t * t / 2
+            f["attention"] = n * pair * t * t * half
         f["logits"] = 2 * d * v * t
     else:
         n = cfg.num_encoder_layers

@@ -116,10 +116,15 @@ class Embed(nnx.Module):
 
     def __init__(self, num: int, d: int, names, std: float, *, dtype, param_dtype, rngs: nnx.Rngs):
         self.embedding = make_param(rngs, normal(std), (num, d), tuple(names), param_dtype)
+        self.names = tuple(names)
         self.dtype = dtype
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+        # Gather from a table whose embed dim is gathered first (only the vocab
+        # dim stays sharded): SPMD then partitions the lookup as masked local
+        # gathers + an all-reduce instead of replicating the whole table.
+        table = constrain(self.embedding[...], (self.names[0], None))
+        return jnp.take(table, ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Tied output projection: x [.., D] @ embedding.T -> [.., V]."""

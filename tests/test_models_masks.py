@@ -1,0 +1,134 @@
+"""Attention masks: packing (segment ids + restarting positions), the prefix-LM
+mask, and dropout with explicit keys."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from t5x_lite.models import ModelConfig, build_model, classification_logits, model_logits
+
+TINY = dict(vocab_size=61, d_model=32, num_heads=4, d_kv=8, d_ff=48, num_encoder_layers=2, num_decoder_layers=2)
+
+
+def _shift_right(t):
+    return np.concatenate([[0], t[:-1]]).astype(np.int32)
+
+
+def _pack(rows, length):
+    """Pack 1-D int arrays into one row: tokens, segment ids (1, 2, ..), positions."""
+    tok, seg, pos = np.zeros((1, length), np.int32), np.zeros((1, length), np.int32), np.zeros((1, length), np.int32)
+    at = 0
+    for i, r in enumerate(rows):
+        tok[0, at:at + len(r)] = r
+        seg[0, at:at + len(r)] = i + 1
+        pos[0, at:at + len(r)] = np.arange(len(r))
+        at += len(r)
+    return tok, seg, pos
+
+
+@pytest.mark.parametrize("position_embedding", ["relative", "learned"])
+def test_packed_encoder_decoder_equals_separate(position_embedding):
+    cfg = ModelConfig(architecture="encoder_decoder", position_embedding=position_embedding, **TINY)
+    model = build_model(cfg, nnx.Rngs(0))
+    rng = np.random.RandomState(0)
+    enc = [rng.randint(2, 61, n).astype(np.int32) for n in (6, 4)]
+    tgt = [rng.randint(2, 61, n).astype(np.int32) for n in (5, 3)]
+    dec_in = [_shift_right(t) for t in tgt]                   # BOS reset at each packed segment start
+    e_tok, e_seg, e_pos = _pack(enc, 12)
+    d_tok, d_seg, d_pos = _pack(dec_in, 10)
+    packed = np.asarray(model_logits(model, {
+        "encoder_input_tokens": e_tok, "encoder_segment_ids": e_seg, "encoder_positions": e_pos,
+        "decoder_input_tokens": d_tok, "decoder_segment_ids": d_seg, "decoder_positions": d_pos}))
+    at = 0
+    for e, d in zip(enc, dec_in):
+        alone = np.asarray(model_logits(model, {"encoder_input_tokens": e[None], "decoder_input_tokens": d[None]}))
+        np.testing.assert_allclose(packed[0, at:at + len(d)], alone[0], atol=1e-5, rtol=0)
+        at += len(d)
+
+
+@pytest.mark.parametrize("position_embedding", ["relative", "sinusoidal"])
+def test_packed_decoder_only_equals_separate(position_embedding):
+    cfg = ModelConfig(architecture="decoder_only", position_embedding=position_embedding, **TINY)
+    model = build_model(cfg, nnx.Rngs(1))
+    rng = np.random.RandomState(1)
+    seqs = [_shift_right(rng.randint(2, 61, n)) for n in (7, 5)]
+    tok, seg, pos = _pack(seqs, 14)
+    packed = np.asarray(model_logits(model, {"decoder_input_tokens": tok, "decoder_segment_ids": seg,
+                                             "decoder_positions": pos}))
+    at = 0
+    for s in seqs:
+        alone = np.asarray(model_logits(model, {"decoder_input_tokens": s[None]}))
+        np.testing.assert_allclose(packed[0, at:at + len(s)], alone[0], atol=1e-5, rtol=0)
+        at += len(s)
+
+
+def test_packed_encoder_only_equals_separate():
+    cfg = ModelConfig(architecture="encoder_only", **TINY)
+    model = build_model(cfg, nnx.Rngs(2))
+    rng = np.random.RandomState(2)
+    rows = [rng.randint(2, 61, n).astype(np.int32) for n in (5, 6)]
+    tok, seg, pos = _pack(rows, 12)
+    packed = np.asarray(model_logits(model, {"encoder_input_tokens": tok, "encoder_segment_ids": seg,
+                                             "encoder_positions": pos}))
+    at = 0
+    for r in rows:
+        alone = np.asarray(model_logits(model, {"encoder_input_tokens": r[None]}))
+        np.testing.assert_allclose(packed[0, at:at + len(r)], alone[0], atol=1e-5, rtol=0)
+        at += len(r)
+
+
+def test_prefix_mask_visibility():
+    """Changing a later *input* token changes earlier prefix positions only for the
+    prefix LM; a token after the prefix never changes earlier outputs."""
+    rng = np.random.RandomState(3)
+    tok = rng.randint(2, 61, (1, 10)).astype(np.int32)
+    tok[0, 0] = 0                                           # BOS
+    dca = (np.arange(10) <= 4).astype(np.int32)[None]       # BOS + 4 input tokens fully visible
+    changed_input = tok.copy()
+    changed_input[0, 4] = (tok[0, 4] + 7) % 59 + 2
+    changed_target = tok.copy()
+    changed_target[0, 7] = (tok[0, 7] + 7) % 59 + 2
+    diffs = {}
+    for mask in ("causal", "prefix"):
+        model = build_model(ModelConfig(architecture="decoder_only", decoder_mask=mask, **TINY), nnx.Rngs(3))
+        run = lambda t: np.asarray(model_logits(model, {"decoder_input_tokens": t, "decoder_causal_attention": dca}))
+        base = run(tok)
+        diffs[mask] = (np.abs(run(changed_input) - base).max(axis=-1)[0], np.abs(run(changed_target) - base).max(axis=-1)[0])
+    d_in, d_tgt = diffs["prefix"]
+    assert np.all(d_in[:4] > 1e-4), d_in                    # earlier prefix positions see position 4
+    assert np.all(d_tgt[:7] == 0) and d_tgt[7] > 1e-4       # causal after the prefix
+    c_in, c_tgt = diffs["causal"]
+    assert np.all(c_in[:4] == 0) and c_in[4] > 1e-4         # causal LM: never looks ahead
+    assert np.all(c_tgt[:7] == 0)
+
+
+def test_dropout_uses_explicit_key():
+    cfg = ModelConfig(architecture="encoder_decoder", dropout_rate=0.3, **TINY)
+    model = build_model(cfg, nnx.Rngs(4))
+    rng = np.random.RandomState(4)
+    batch = {"encoder_input_tokens": rng.randint(2, 61, (2, 7)).astype(np.int32),
+             "decoder_input_tokens": rng.randint(2, 61, (2, 5)).astype(np.int32)}
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    f = nnx.jit(model_logits, static_argnames="deterministic")
+    det = np.asarray(f(model, batch, deterministic=True))
+    np.testing.assert_array_equal(np.asarray(f(model, batch, deterministic=True, dropout_rng=k1)), det)
+    a = np.asarray(f(model, batch, deterministic=False, dropout_rng=k1))
+    np.testing.assert_array_equal(np.asarray(f(model, batch, deterministic=False, dropout_rng=k1)), a)
+    b = np.asarray(f(model, batch, deterministic=False, dropout_rng=k2))
+    assert np.abs(a - b).max() > 1e-3 and np.abs(a - det).max() > 1e-3
+    with pytest.raises(ValueError, match="dropout_rng"):
+        model_logits(model, batch, deterministic=False)
+
+
+def test_classification_head_pools_first_example_only():
+    cfg = ModelConfig(architecture="encoder_only", num_classes=3, **TINY)
+    model = build_model(cfg, nnx.Rngs(5))
+    rng = np.random.RandomState(5)
+    row = rng.randint(2, 61, 6).astype(np.int32)
+    alone = np.asarray(classification_logits(model, {"encoder_input_tokens": np.pad(row, (0, 4))[None]}))
+    tok, seg, pos = _pack([row, rng.randint(2, 61, 4).astype(np.int32)], 10)
+    packed = np.asarray(classification_logits(model, {"encoder_input_tokens": tok, "encoder_segment_ids": seg,
+                                                      "encoder_positions": pos}))
+    assert alone.shape == (1, 3)
+    np.testing.assert_allclose(packed, alone, atol=1e-5, rtol=0)
