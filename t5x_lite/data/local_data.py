@@ -148,6 +148,13 @@ def write_tfds(name: str, data_dir: str, features, splits: dict[str, list[dict]]
             VERSION = tfds.core.Version(version)
             BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config)] if config else []
 
+            # No source file / checksums to look up (TFDS would otherwise probe the
+            # package with importlib_resources, which is not a dependency).
+            @tfds.core.utils.classproperty
+            @classmethod
+            def code_path(cls):
+                return None
+
             def _info(self):
                 return tfds.core.DatasetInfo(
                     builder=self, description=description, features=features,
