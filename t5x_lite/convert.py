@@ -376,11 +376,15 @@ def read_hf_dir(hf_dir: str) -> tuple[dict, dict]:
     return hf_config, read_safetensors(st_path)
 
 
-def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwrite: bool = False) -> str:
+def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwrite: bool = False,
+              scan_layers: bool = False) -> str:
     """Convert a save_pretrained directory to a params-only step-0 checkpoint. Returns the step dir."""
     from t5x_lite.train.checkpoints import save_params_checkpoint
     hf_config, tensors = read_hf_dir(hf_dir)
     params, cfg = hf_to_t5x_params(tensors, hf_config)
+    if scan_layers:   # the layout a scan_layers=True training run restores as init_checkpoint
+        from t5x_lite.models import scan_params
+        params, cfg.scan_layers = scan_params(params), True
     if vocabulary is not None:
         from t5x_lite.data import get_vocabulary
         vocab = get_vocabulary(vocabulary)
@@ -449,6 +453,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--vocabulary", default=None, metavar="SPEC",
                    help="vocabulary spec stored with the checkpoint: builtin | byte | spm:PATH[:N] "
                         "(default: none; then score/infer need token ids)")
+    a.add_argument("--scan-layers", action="store_true",
+                   help="write the scanned layer layout (model.scan_layers=True) instead of layers_i")
     a.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in CKPT_DIR")
     b = sub.add_parser("t5x-to-hf", help="t5x_lite encoder-decoder checkpoint -> HF dir (config.json + model.safetensors)",
                        description="Write config.json, generation_config.json and model.safetensors that "
@@ -466,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help(sys.stderr)
         return 2
     if args.direction == "hf-to-t5x":
-        out = hf_to_t5x(args.input, args.output, vocabulary=args.vocabulary, overwrite=args.overwrite)
+        out = hf_to_t5x(args.input, args.output, vocabulary=args.vocabulary, overwrite=args.overwrite,
+                        scan_layers=args.scan_layers)
     else:
         out = t5x_to_hf(args.input, args.output, step=args.step, overwrite=args.overwrite)
     print(f"wrote {out}")

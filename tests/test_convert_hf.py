@@ -227,3 +227,29 @@ def test_cli_output_and_architecture_errors(converted, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["convert", "hf-to-t5x", "--help"])
     assert e.value.code == 0 and "save_pretrained" in capsys.readouterr().out
+
+
+def test_scanned_layout_round_trip(tmp_path, capsys):
+    """--scan-layers writes the stacked layout a scan_layers=True model restores; t5x-to-hf unscans it."""
+    from t5x_lite.convert import abstract_params
+    from t5x_lite.models import ModelConfig
+    from t5x_lite.train.checkpoints import read_config, restore_params
+    src = os.path.join(FIXTURES, "hf_t5_1_1")
+    ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "hf")
+    assert run_cli(capsys, "convert", "hf-to-t5x", "--input", src, "--output", ckpt, "--scan-layers")[0] == 0
+    cfg = ModelConfig.from_dict(read_config(ckpt)["model"])
+    params = restore_params(ckpt)
+    assert cfg.scan_layers and params["decoder"]["layers"]["mlp"]["wo"]["kernel"].shape == (3, 64, 32)
+    import jax
+    shapes = jax.tree.map(lambda a: tuple(a.shape), params)
+    assert shapes == jax.tree.map(lambda a: tuple(a.shape), abstract_params(cfg))
+    assert run_cli(capsys, "convert", "t5x-to-hf", "--input", ckpt, "--output", out)[0] == 0
+    a = safetensors.numpy.load_file(os.path.join(src, "model.safetensors"))
+    b = safetensors.numpy.load_file(os.path.join(out, "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_vocabulary_larger_than_model_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "convert", "hf-to-t5x", "--input", os.path.join(FIXTURES, "hf_t5_1_0"),
+                           "--output", str(tmp_path / "c"), "--vocabulary", "byte")
+    assert code == 2 and "has 359 ids but the model only 128 embeddings" in err

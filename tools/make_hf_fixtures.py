@@ -187,11 +187,32 @@ def make_one(name: str, spec: dict, out_dir: str, output_gain: float, eos_scale:
     print(name, {k: meta[k] for k in ("greedy_ended_with_eos", "beam_ended_with_eos")})
 
 
+@torch.no_grad()
+def verify_export(export_dir: str, fixture_dir: str) -> None:
+    """Load a `t5x-lite convert t5x-to-hf` export with transformers and compare it with a fixture."""
+    model = T5ForConditionalGeneration.from_pretrained(export_dir).eval()
+    ref = dict(np.load(os.path.join(fixture_dir, "reference.npz")))
+    got, _ = reference(model, {k: ref[k] for k in ("encoder_input_ids", "encoder_attention_mask",
+                                                    "decoder_input_tokens", "decoder_target_tokens",
+                                                    "decoder_loss_weights")})
+    err = float(np.abs(got["logits"] - ref["logits"]).max())
+    same = {k: bool(np.array_equal(got[k], ref[k])) for k in ("greedy_sequences", "beam_sequences")}
+    print(f"{export_dir}: logits max-abs diff vs {fixture_dir}: {err:.3g}; identical outputs: {same}")
+    if err > 1e-5 or not all(same.values()):
+        raise SystemExit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
+    parser.add_argument("--verify-export", nargs=2, metavar=("EXPORT_DIR", "FIXTURE_DIR"),
+                        help="instead of writing fixtures: load EXPORT_DIR (written by t5x-lite convert "
+                             "t5x-to-hf) with from_pretrained and check it against FIXTURE_DIR's reference")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True)
+    if args.verify_export:
+        verify_export(*args.verify_export)
+        return
     for name, (spec, output_gain, eos_scale) in MODELS.items():
         make_one(name, spec, args.out, output_gain, eos_scale)
 
