@@ -168,7 +168,7 @@ def make_train_step(bundle: ModelBundle, tx, schedule, *, mesh, state_shardings,
         num_tokens = sums["weight_sum"]
         if loss_normalization == "mean":
             grads = jax.tree.map(lambda g: g / jnp.maximum(num_tokens, 1.0), grads)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         denom = jnp.maximum(num_tokens, 1.0)
@@ -181,7 +181,8 @@ def make_train_step(bundle: ModelBundle, tx, schedule, *, mesh, state_shardings,
             "grad_norm": grad_norm,
             "learning_rate": schedule(step),
             "num_tokens": num_tokens,
-            "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+            # Checked on the host before every save: a non-finite step is never checkpointed.
+            "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(new_params)),
         }
         return {"params": new_params, "opt_state": opt_state, "step": step + 1}, metrics
 
