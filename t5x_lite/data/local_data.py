@@ -69,8 +69,9 @@ def default_data_dir() -> str:
 # Deterministic splitting
 # ----------------------------------------------------------------------------
 
-def in_validation(key: str, percent: int = VALIDATION_PERCENT) -> bool:
+def in_validation(key: str, percent: int | None = None) -> bool:
     """Stable hash split: the same key always lands in the same split."""
+    percent = VALIDATION_PERCENT if percent is None else percent
     return int(hashlib.md5(key.encode("utf-8")).hexdigest()[:8], 16) % 100 < percent
 
 

@@ -126,10 +126,10 @@ def clean_pair(msgid: str, msgstr: str) -> tuple[str | None, str]:
     return en, tgt
 
 
-def find_catalogs(lang: str, roots=LOCALE_ROOTS) -> dict[str, list[str]]:
+def find_catalogs(lang: str, roots=None) -> dict[str, list[str]]:
     """Catalog (text domain) name -> .mo paths for one language (exact locale dir `lang`)."""
     out: dict[str, list[str]] = collections.defaultdict(list)
-    for root in roots:
+    for root in LOCALE_ROOTS if roots is None else roots:
         for path in sorted(glob.glob(os.path.join(root, lang, "LC_MESSAGES", "*.mo"))):
             out[os.path.basename(path)[:-3]].append(path)
     return dict(sorted(out.items()))
@@ -171,7 +171,8 @@ def split_pairs_by_catalog(pairs: dict[str, list[tuple[str, str]]], *, low: floa
     """Train/validation by whole catalogs, so near-duplicate strings of one program never leak.
 
     Catalogs are taken in md5(name) order into validation while that keeps it
-    under `high` of all pairs, until it holds at least `low`.  Validation pairs
+    under `high` of all pairs, until it holds at least `low` (with only a few large
+    catalogs, the smallest one is held out).  Validation pairs
     whose normalised English also occurs in train (strings shared between
     programs, e.g. "Could not open file") are then dropped, and each split is
     de-duplicated on its English side.
@@ -180,12 +181,15 @@ def split_pairs_by_catalog(pairs: dict[str, list[tuple[str, str]]], *, low: floa
     total = sum(len(v) for v in pairs.values())
     val_cats: list[str] = []
     val_size = 0
-    for domain in sorted(pairs, key=lambda d: hashlib.md5(d.encode()).hexdigest()):
+    order = sorted(pairs, key=lambda d: hashlib.md5(d.encode()).hexdigest())
+    for domain in order:
         if val_size >= low * total:
             break
         if val_size + len(pairs[domain]) <= high * total:
             val_cats.append(domain)
             val_size += len(pairs[domain])
+    if not val_cats and len(order) > 1:      # few, large catalogs: still hold one out
+        val_cats.append(min(order, key=lambda d: len(pairs[d])))
     splits = {"train": [], "validation": []}
     seen = {"train": set(), "validation": set()}
     for domain in sorted(pairs):
@@ -240,12 +244,12 @@ def split_description(value: str) -> tuple[str, str]:
     return synopsis.strip(), " ".join(" ".join(parts).split())
 
 
-def translation_en_files(lists_dir: str = APT_LISTS) -> list[str]:
-    return sorted(glob.glob(os.path.join(lists_dir, "*_i18n_Translation-en*")))
+def translation_en_files(lists_dir: str | None = None) -> list[str]:
+    return sorted(glob.glob(os.path.join(lists_dir or APT_LISTS, "*_i18n_Translation-en*")))
 
 
-def packages_files(lists_dir: str = APT_LISTS) -> list[str]:
-    return sorted(p for p in glob.glob(os.path.join(lists_dir, "*_binary-*_Packages*"))
+def packages_files(lists_dir: str | None = None) -> list[str]:
+    return sorted(p for p in glob.glob(os.path.join(lists_dir or APT_LISTS, "*_binary-*_Packages*"))
                   if not p.endswith(".diff_Index"))
 
 
@@ -321,7 +325,8 @@ def parse_wordnet_data_line(line: str) -> dict | None:
             "gloss": gloss.strip()}
 
 
-def read_wordnet_synsets(wordnet_dir: str = WORDNET_DIR) -> list[dict]:
+def read_wordnet_synsets(wordnet_dir: str | None = None) -> list[dict]:
+    wordnet_dir = wordnet_dir or WORDNET_DIR
     out = []
     for pos in _POS_FILES:
         with open(os.path.join(wordnet_dir, f"data.{pos}"), encoding="utf-8", errors="replace") as f:
@@ -347,7 +352,7 @@ def parse_wordnet_index_line(line: str) -> tuple[str, str, list[str]] | None:
     return lemma.replace("_", " "), pos, offsets[:n_synsets]
 
 
-def wordnet_qa_examples(synsets: list[dict], wordnet_dir: str = WORDNET_DIR,
+def wordnet_qa_examples(synsets: list[dict], wordnet_dir: str | None = None,
                         max_senses: int = 6) -> list[dict]:
     """SEMI-SYNTHETIC extractive QA over real WordNet entries.
 
@@ -357,6 +362,7 @@ def wordnet_qa_examples(synsets: list[dict], wordnet_dir: str = WORDNET_DIR,
     does <lemma> mean as a <pos>?"; answer: the definition of that part of
     speech's first sense, a span of the context.
     """
+    wordnet_dir = wordnet_dir or WORDNET_DIR
     by_key = {(s["pos"] if s["pos"] != "s" else "a", s["offset"]): s for s in synsets}
     senses: dict[str, dict[str, list[str]]] = collections.defaultdict(dict)
     for pos_file, pos in _POS_FILES.items():
