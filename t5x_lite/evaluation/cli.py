@@ -38,6 +38,15 @@ def _decode_args(p: argparse.ArgumentParser, methods=("greedy", "beam")) -> None
     g.add_argument("--batch-size", type=int, default=32, help="examples decoded together (default 32)")
 
 
+def _quiet_absl() -> None:
+    # Orbax logs a WARNING for every checkpoint item it is not asked to restore (opt_state, ...).
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+
+
 def _check_checkpoint(path: str) -> None:
     if not os.path.isdir(path):
         raise UserError(f"checkpoint directory not found: {path}")
@@ -58,6 +67,9 @@ def eval_main(argv: list[str]) -> int:
     p.add_argument("--num-shots", type=int, default=0,
                    help="K-shot in-context prompts from the train split (decoder-only checkpoints; default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing few-shot examples")
+    p.add_argument("--inputs-length", type=int, default=None,
+                   help="trim inputs to N tokens as in training (default: the checkpoint's "
+                        "data.feature_lengths.inputs, else 512)")
     p.add_argument("--output", required=True, help="output directory")
     _decode_args(p)
     args = p.parse_args(argv)
@@ -66,6 +78,7 @@ def eval_main(argv: list[str]) -> int:
     if args.num_shots < 0:
         raise UserError("--num-shots must be >= 0")
     _check_checkpoint(args.checkpoint)
+    _quiet_absl()
 
     from t5x_lite.evaluation import evaluator as ev
     settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
@@ -73,6 +86,11 @@ def eval_main(argv: list[str]) -> int:
     tasks = ev.resolve_tasks(args.task)
     model, config = ev.load_model(args.checkpoint, args.step)
     arch = model.config.architecture
+    inputs_length = args.inputs_length
+    if inputs_length is None:
+        inputs_length = int(((config.get("data") or {}).get("feature_lengths") or {}).get("inputs") or 512)
+    if inputs_length < 2:
+        raise UserError("--inputs-length must be >= 2")
     if args.num_shots and arch != "decoder_only":
         raise UserError(f"--num-shots needs a decoder_only checkpoint; this one is {arch}")
     summary = {}
@@ -82,13 +100,14 @@ def eval_main(argv: list[str]) -> int:
             from t5x_lite.evaluation import fewshot
             records, metrics = fewshot.evaluate_fewshot(model, task, num_shots=args.num_shots, split=args.split,
                                                         max_examples=args.max_examples, settings=settings,
-                                                        seed=args.seed, progress=task.name)
+                                                        seed=args.seed, progress=task.name,
+                                                        inputs_length=inputs_length)
         else:
             if arch == "decoder_only" and not task.name.endswith(ev.LM_FORMAT_SUFFIX):
                 print(f"note: decoder-only checkpoint on {task.name}: prompts are the task inputs as is "
                       f"(fine-tuned with configs/finetune_*? use {task.name}{ev.LM_FORMAT_SUFFIX})", file=sys.stderr)
             records, metrics = ev.evaluate_task(model, task, split=args.split, max_examples=args.max_examples,
-                                                settings=settings, progress=task.name)
+                                                settings=settings, progress=task.name, inputs_length=inputs_length)
         extra = {"num_examples": len(records), "split": args.split, "decode": args.decode,
                  "checkpoint": os.path.abspath(args.checkpoint), "num_shots": args.num_shots,
                  "seconds": round(time.time() - t0, 2)}
@@ -150,6 +169,7 @@ def infer_main(argv: list[str]) -> int:
     if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
         raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
     _check_checkpoint(args.checkpoint)
+    _quiet_absl()
     rows = _read_jsonl(args.input)
 
     from t5x_lite.evaluation import evaluator as ev

@@ -148,11 +148,15 @@ def resolve_tasks(names: str | Sequence[str]) -> list:
     return tasks
 
 
-def task_examples(task, split: str, max_examples: int | None) -> list[dict]:
-    """The first `max_examples` preprocessed examples of a split, in order."""
+def task_examples(task, split: str, max_examples: int | None, inputs_length: int | None = None) -> list[dict]:
+    """The first `max_examples` preprocessed examples of a split, in order; inputs trimmed to
+    `inputs_length` tokens (EOS kept) as the task's trimming preprocessor does in training."""
     out = []
+    if split not in task.splits:
+        raise UserError(f"task {task.name} has no split {split!r} (it has {', '.join(task.splits)})")
+    lengths = {"inputs": int(inputs_length)} if inputs_length else None
     try:
-        it = task.get_examples(split, seed=0, shuffle=False)
+        it = task.get_examples(split, seed=0, shuffle=False, feature_lengths=lengths)
         for ex in it:
             if "targets" not in ex:
                 raise UserError(f"task {task.name} has no targets to evaluate against")
@@ -249,12 +253,15 @@ def compute_metrics(task, examples: Sequence[dict], predictions: Sequence[str]) 
 
 def evaluate_task(model, task, *, split: str = "validation", max_examples: int | None = None,
                   settings: DecodeSettings | None = None, examples: Sequence[dict] | None = None,
+                  inputs_length: int | None = None,
                   prompts: Sequence[Sequence[int]] | None = None, progress: bool | str = False,
                   postprocess_prediction: Callable[[str], str] | None = None) -> tuple[list[dict], dict]:
     """Decode a task split and score it.  Returns (records, metrics); records are
     {inputs, targets, prediction} dicts (text, decoded with the task's vocabularies)."""
     settings = (settings or DecodeSettings()).validate()
-    examples = task_examples(task, split, max_examples) if examples is None else list(examples)
+    if examples is None:
+        examples = task_examples(task, split, max_examples, inputs_length)
+    examples = list(examples)
     arch = model_config_of(model).architecture
     if arch not in ("encoder_decoder", "decoder_only"):
         raise UserError(f"cannot decode-evaluate a {arch} model")
@@ -321,20 +328,23 @@ def make_train_evaluators(config) -> list[Callable[[int, Any], dict[str, float]]
                               batch_size=int(_get(ev, "batch_size", 16)),
                               max_decode_length=_get(ev, "max_decode_length", None)).validate()
     evaluators = []
+    lengths = _get(data_cfg, "feature_lengths", None)
+    inputs_length = _get(lengths, "inputs", None)
     for task in resolve_tasks(tasks):
-        evaluators.append(_TrainEvaluator(task, split, num, settings))
+        evaluators.append(_TrainEvaluator(task, split, num, settings, inputs_length))
     return evaluators
 
 
 class _TrainEvaluator:
-    def __init__(self, task, split, num_examples, settings):
+    def __init__(self, task, split, num_examples, settings, inputs_length=None):
         self.task, self.split, self.num_examples, self.settings = task, split, num_examples, settings
+        self.inputs_length = inputs_length
         self.name = task.name
         self._examples = None
 
     def __call__(self, step: int, model) -> dict[str, float]:
         if self._examples is None:
-            self._examples = task_examples(self.task, self.split, self.num_examples)
+            self._examples = task_examples(self.task, self.split, self.num_examples, self.inputs_length)
         _, metrics = evaluate_task(model, self.task, settings=self.settings, examples=self._examples)
         return {f"{self.name}/{k}": v for k, v in metrics.items()}
 

@@ -79,7 +79,7 @@ def build_prompts(task, examples, demos, num_shots: int, *, seed: int = 0, max_p
 def evaluate_fewshot(model, task, *, num_shots: int, split: str = "validation", max_examples: int | None = None,
                      settings: ev.DecodeSettings | None = None, seed: int = 0, demo_split: str = "train",
                      demo_pool: int = 256, max_prompt_length: int | None = None,
-                     progress: bool | str = False) -> tuple[list[dict], dict]:
+                     progress: bool | str = False, inputs_length: int | None = None) -> tuple[list[dict], dict]:
     """K-shot evaluation of a decoder-only model.  Returns (records, metrics) like
     evaluator.evaluate_task; records also carry the "prompt" text."""
     cfg = model.config
@@ -90,8 +90,8 @@ def evaluate_fewshot(model, task, *, num_shots: int, split: str = "validation", 
     if demo_split not in task.splits:
         raise UserError(f"task {task.name} has no {demo_split!r} split to draw demonstrations from")
     settings = (settings or ev.DecodeSettings()).validate()
-    examples = ev.task_examples(task, split, max_examples)
-    demos = ev.task_examples(task, demo_split, demo_pool)
+    examples = ev.task_examples(task, split, max_examples, inputs_length)
+    demos = ev.task_examples(task, demo_split, demo_pool, inputs_length)
     vocab_in = task.output_features.get("inputs", task.output_features["targets"]).vocabulary
     decode_len = settings.max_decode_length or max(len(ev._strip_eos(ex["targets"])) + 1 for ex in examples)
     if max_prompt_length is None:
