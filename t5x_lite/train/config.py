@@ -225,3 +225,27 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+def config_to_gin(config) -> str:
+    """The gin file that reproduces `config` (every key of every section) through apply_gin."""
+    d = to_dict(config)
+    lines = []
+    for key in TOP_LEVEL:
+        if key in d:
+            lines.append(f"experiment.{key} = {_gin_value(d[key])}")
+    for section in SECTIONS:
+        lines.append("")
+        for key, value in d.get(section, {}).items():
+            lines.append(f"{section}.{key} = {_gin_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _gin_value(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k!r}: {_gin_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_gin_value(x) for x in v) + "]"
+    if v is None:
+        return "None"
+    return repr(v)

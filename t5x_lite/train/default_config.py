@@ -13,15 +13,13 @@ def base_config() -> ml_collections.ConfigDict:
     """All keys every experiment config carries, with T5X-like pretraining defaults."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    # ModelConfig fields (t5x_lite/models/config.py).  vocab_size 0 = take the
-    # vocabulary's size rounded up to a multiple of 128.
-    c.model = ml_collections.ConfigDict(dict(
-        architecture="encoder_decoder", vocab_size=0, d_model=512, num_heads=6, d_kv=64, d_ff=1024,
-        num_encoder_layers=8, num_decoder_layers=8, mlp_activations=("gelu", "linear"),
-        tie_embeddings=False, dropout_rate=0.0, layer_norm_epsilon=1e-6, position_embedding="relative",
-        relative_attention_num_buckets=32, relative_attention_max_distance=128,
-        max_position_embeddings=2048, shared_encoder_decoder=False, decoder_mask="causal",
-        num_classes=0, dtype="float32", param_dtype="float32", remat_policy="none", scan_layers=False))
+    # Every ModelConfig field (t5x_lite/models/config.py), at its defaults.  vocab_size 0 =
+    # take the vocabulary's size rounded up to a multiple of 128.
+    from t5x_lite.models.config import ModelConfig
+    model = ModelConfig().to_dict()
+    model["mlp_activations"] = tuple(model["mlp_activations"])
+    model["vocab_size"] = 0
+    c.model = ml_collections.ConfigDict(model)
     c.vocabulary = "builtin"
     c.data = ml_collections.ConfigDict(dict(
         task="builtin_span_corruption",

@@ -38,6 +38,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defau
 
 def parse_args(argv: list[str]):
     """argv -> (config ConfigDict, flag values).  Every parse problem is a one-line UserError."""
+    import ml_collections
     from absl import flags
     from ml_collections import config_flags
 
@@ -57,6 +58,9 @@ def parse_args(argv: list[str]):
         flags.DEFINE_boolean("print_config", False, "print the resolved config and exit", flag_values=fv)
         rest = fv(["t5x-lite train"] + argv)
         config = fv.config
+        if not isinstance(config, ml_collections.ConfigDict):  # a failed load hides in an _ErrorConfig
+            config.to_dict()  # raises the load error
+            raise UserError(f"--config did not load a ConfigDict (got {type(config).__name__})")
     except UserError:
         raise
     except BaseException as e:  # absl/ml_collections raise many types, some multi-line
