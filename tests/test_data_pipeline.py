@@ -248,6 +248,14 @@ def test_empty_source(registered):
         pipe(name, split="empty")
 
 
+def test_every_document_filtered_is_user_error(registered):
+    rows = [{"text": ""}] * 5
+    name = registered(Task("t_all_empty", InMemorySource({"train": rows}), pp.pretraining_preprocessors("span_corruption"),
+                           {"inputs": Feature(VOCAB), "targets": Feature(VOCAB)}))
+    with pytest.raises(UserError, match="every document was filtered"):
+        next(pipe(name))
+
+
 def test_missing_file(registered, tmp_path):
     feats = {"targets": Feature(VOCAB)}
     name = registered(Task("t_missing", TextLineSource({"train": str(tmp_path / "nope*.txt")}),

@@ -27,6 +27,9 @@ from t5x_lite.data.preprocessors import ConcatAndSplit, Context
 from t5x_lite.errors import UserError
 
 STATE_VERSION = 1
+# grain silently skips None elements (and would spin forever on a source whose every document is filtered);
+# the document stage returns this marker instead so that we can count filtered documents ourselves.
+_FILTERED = "__filtered__"
 _STAGE_DOCUMENT, _STAGE_CHUNK, _STAGE_MIXTURE = 0, 1, 2
 
 
@@ -78,7 +81,8 @@ class ExampleStream:
 
         def process_document(index, ex):
             ctx = Context(seed_, _STAGE_DOCUMENT, index, lengths, out_features, split_name)
-            return _apply(fns, dict(ex), ctx)
+            out = _apply(fns, dict(ex), ctx)
+            return {_FILTERED: True} if out is None else out
 
         ds = ds.map_with_index(process_document)
         self._docs = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
@@ -97,7 +101,7 @@ class ExampleStream:
         while True:
             state = self._it.get_state()
             ex = next(self._it)
-            if ex is not None:
+            if _FILTERED not in ex:
                 self._skipped = 0
                 return state, ex
             self._skipped += 1
