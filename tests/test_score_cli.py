@@ -62,11 +62,13 @@ def lm_ckpts(tmp_path_factory):
         cfg = ModelConfig(architecture="decoder_only", vocab_size=vocab.vocab_size, d_model=32, num_heads=2, d_kv=8,
                           d_ff=64, num_encoder_layers=1, num_decoder_layers=2, mlp_activations=("gelu", "linear"),
                           decoder_mask=mask)
-        model = build_model(cfg, nnx.Rngs(7))
         if params is None:
+            model = build_model(cfg, nnx.Rngs(7))
             params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-        else:
-            nnx.update(model, params)
+        else:   # same params, prefix mask: no second random init
+            graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(7))))
+            nnx.replace_by_pure_dict(state, params)
+            model = nnx.merge(graphdef, state)
         path = str(root / mask)
         save_params_checkpoint(path, params, {"model": cfg.to_dict(), "vocabulary": "byte"})
         out[mask] = (path, cfg, model)
@@ -114,7 +116,7 @@ def _manual_lm_scores(model, cfg, inputs, targets):
         causal = np.zeros_like(seq)
         causal[0, :len(inputs) + 1] = 1
         batch["decoder_causal_attention"] = causal
-    lp = log_softmax(np.asarray(model_logits(model, batch))[0])
+    lp = log_softmax(np.asarray(model_logits(model, batch))[0])   # eager: no shared jit cache with score
     pos = np.arange(len(inputs), len(inputs) + len(targets))
     return lp[pos, seq[0, pos]]
 
