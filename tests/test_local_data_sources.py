@@ -266,6 +266,53 @@ def test_build_local_end_to_end(tmp_path, wordnet_dir, monkeypatch):
     assert again["local_translate_en_de"]["train"] == tr["train"]
 
 
+def test_build_debian_tasks_and_caps(tmp_path, monkeypatch):
+    """apt lists in a tmp dir -> summarization + section datasets -> the local tasks."""
+    from t5x_lite.data import TaskRegistry
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    paras = []
+    for i in range(8):
+        paras.append(f"Package: pkg{i}\nDescription-md5: {i:04d}\nDescription-en: tool number {i} for widgets\n"
+                     f" Pkg{i} is a program that frobnicates widgets of kind {i} in a fast way.\n")
+    (lists / "x_main_i18n_Translation-en").write_text("\n".join(paras))
+    (lists / "x_main_binary-amd64_Packages").write_text(
+        "\n".join(f"Package: pkg{i}\nSource: src{i // 2}\nSection: {'utils' if i % 2 else 'libs'}\n"
+                  for i in range(8)))
+    monkeypatch.setattr(src, "APT_LISTS", str(lists))
+    monkeypatch.setattr(local_data, "VALIDATION_PERCENT", 50)
+    out = str(tmp_path / "tfds")
+    names = ["local_summarize_debian", "local_debian_section"]
+    res = local_data.build(names, out, install=False, log=lambda m: None, max_examples=1)
+    assert res["local_summarize_debian"]["train"] == 1 == res["local_summarize_debian"]["validation"]
+    res = local_data.build(names, out, install=False, log=lambda m: None)     # a capped build is redone
+    assert res["local_summarize_debian"]["status"].startswith("built")
+    assert res["local_summarize_debian"]["train"] + res["local_summarize_debian"]["validation"] == 8
+
+    summ = TaskRegistry.get("local_summarize_debian").with_data_dir(out)
+    rows = [e for split in ("train", "validation") for e in summ.get_examples(split, shuffle=False)]
+    ex = next(e for e in rows if e["targets_pretokenized"] == "tool number 3 for widgets")
+    assert ex["inputs_pretokenized"] == "summarize: Pkg3 is a program that frobnicates widgets of kind 3 in a fast way."
+    sec = TaskRegistry.get("local_debian_section").with_data_dir(out)
+    split_of = {}
+    for split in ("train", "validation"):
+        for e in sec.get_examples(split, shuffle=False):
+            assert e["targets_pretokenized"] in ("utils", "libs")
+            assert e["inputs_pretokenized"].startswith("section description: Pkg")
+            split_of[e["inputs_pretokenized"].split()[2]] = split
+    # binary packages of one source package (pkg2k, pkg2k+1 <- src k) share a split
+    assert all(split_of[f"Pkg{2 * k}"] == split_of[f"Pkg{2 * k + 1}"] for k in range(4))
+
+
+def test_missing_sources_are_skipped_with_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(src, "WORDNET_DIR", str(tmp_path / "nowhere"))
+    msgs = []
+    res = local_data.build(["local_wordnet_lexname"], str(tmp_path / "out"), install=False, log=msgs.append)
+    assert res["local_wordnet_lexname"]["status"].startswith("skipped")
+    assert any("no WordNet data files" in m for m in msgs)
+
+
 def test_cli_rejects_unknown_names():
     with pytest.raises(UserError, match="did you mean 'local_translate_en_de'"):
         local_data.main(["--only", "local_translate_en_dee"])

@@ -91,42 +91,55 @@ def _installed(package: str) -> bool:
     return r.returncode == 0 and "install ok installed" in r.stdout
 
 
-def ensure_system_sources(names: list[str], log) -> set[str]:
-    """Install the Debian packages / apt lists the datasets need; return the names still missing.
+def missing_source(name: str) -> str | None:
+    """Why `name` cannot be built from what is on this machine (None: it can)."""
+    spec = DATASETS[name]
+    if spec["kind"] == "translate" and not src.find_catalogs(spec["lang"]):
+        return f"no gettext catalogs for {spec['lang']!r}"
+    if spec["kind"] == "debian" and not src.translation_en_files():
+        return "no apt Translation-en lists (apt-get update -o Acquire::Languages=en)"
+    if spec["kind"] == "wordnet" and not os.path.isfile(os.path.join(src.WORDNET_DIR, "data.noun")):
+        return f"no WordNet data files in {src.WORDNET_DIR} (package wordnet-base)"
+    return None
 
-    As root: `apt-get update -o Acquire::Languages=en` (adds Translation-en, the
-    long descriptions) then `apt-get install -y --no-install-recommends ...`.
-    Otherwise print the commands and build what is already available.
+
+def ensure_system_sources(names: list[str], log, install: bool = True) -> set[str]:
+    """Install the Debian packages / apt lists the datasets need; return the names that
+    still cannot be built.
+
+    As root (and unless install=False): `apt-get update -o Acquire::Languages=en` (adds
+    Translation-en, the long descriptions), then `apt-get install -y --no-install-recommends ...`.
+    Otherwise print the commands and build from what is already there (translation then uses
+    fewer catalogs).
     """
     packages = sorted({p for n in names for p in DATASETS[n]["packages"] if not _installed(p)})
     need_translations = (any(DATASETS[n].get("needs_translation_en") for n in names)
                          and not src.translation_en_files())
-    if not packages and not need_translations:
-        return set()
-    if shutil.which("apt-get") is None:
-        log(f"apt-get not found; cannot install {packages or 'the Translation-en lists'}")
-    elif os.geteuid() == 0:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        lock = ["-o", "DPkg::Lock::Timeout=600"]
-        log("apt-get update -o Acquire::Languages=en  (adds the Translation-en description lists)")
-        subprocess.run(["apt-get", "update", "-q", "-o", "Acquire::Languages=en"] + lock,
-                       check=False, env=env, stdout=subprocess.DEVNULL)
-        if packages:
-            log(f"apt-get install -y --no-install-recommends {' '.join(packages)}")
-            subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + lock + packages,
+    if packages or need_translations:
+        commands = ("  apt-get update -o Acquire::Languages=en\n"
+                    + (f"  apt-get install -y --no-install-recommends {' '.join(packages)}" if packages else ""))
+        if not install:
+            log("--no-install: not calling apt-get; for the full datasets run as root:\n" + commands)
+        elif shutil.which("apt-get") is None:
+            log(f"apt-get not found; cannot install {packages or 'the Translation-en lists'}")
+        elif os.geteuid() != 0:
+            log("not root; for the full datasets run as root:\n" + commands)
+        else:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            lock = ["-o", "DPkg::Lock::Timeout=600"]
+            log("apt-get update -o Acquire::Languages=en  (adds the Translation-en description lists)")
+            subprocess.run(["apt-get", "update", "-q", "-o", "Acquire::Languages=en"] + lock,
                            check=False, env=env, stdout=subprocess.DEVNULL)
-    else:
-        log("not root; to build everything run as root:\n"
-            "  apt-get update -o Acquire::Languages=en\n"
-            f"  apt-get install -y --no-install-recommends {' '.join(packages)}")
+            if packages:
+                log(f"apt-get install -y --no-install-recommends {' '.join(packages)}")
+                subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + lock + packages,
+                               check=False, env=env, stdout=subprocess.DEVNULL)
     missing = set()
     for n in names:
-        lacking = [p for p in DATASETS[n]["packages"] if not _installed(p)]
-        if DATASETS[n].get("needs_translation_en") and not src.translation_en_files():
-            lacking.append("apt lists Translation-en")
-        if lacking:
+        reason = missing_source(n)
+        if reason:
             missing.add(n)
-            log(f"{n}: missing {', '.join(lacking)}; skipped")
+            log(f"{n}: skipped: {reason}")
     return missing
 
 
@@ -181,8 +194,16 @@ def dataset_path(data_dir: str, name: str) -> str:
     return os.path.join(data_dir, name, VERSION)
 
 
-def is_built(data_dir: str, name: str) -> bool:
-    return os.path.isfile(os.path.join(dataset_path(data_dir, name), "dataset_info.json"))
+def is_built(data_dir: str, name: str, max_examples: int | None = None) -> bool:
+    """A complete build exists, made with the same --max-examples cap."""
+    path = dataset_path(data_dir, name)
+    if not os.path.isfile(os.path.join(path, "dataset_info.json")):
+        return False
+    try:
+        with open(os.path.join(path, "metadata.json")) as f:
+            return json.load(f).get("max_examples") == max_examples
+    except (OSError, ValueError):
+        return False
 
 
 # ----------------------------------------------------------------------------
@@ -289,9 +310,9 @@ def build(names: list[str], data_dir: str, *, force: bool = False, max_examples:
           install: bool = True, log=print) -> dict[str, dict]:
     """Build the named datasets into data_dir; returns {name: {"status", "train", "validation", ...}}."""
     os.makedirs(data_dir, exist_ok=True)
-    todo = [n for n in names if force or not is_built(data_dir, n)]
+    todo = [n for n in names if force or not is_built(data_dir, n, max_examples)]
     results = {n: {"status": "exists"} for n in names if n not in todo}
-    missing = ensure_system_sources(todo, log) if (todo and install) else set()
+    missing = ensure_system_sources(todo, log, install) if todo else set()
     for n in missing:
         results[n] = {"status": "skipped (missing sources)"}
     todo = [n for n in todo if n not in missing]
@@ -320,10 +341,10 @@ def build(names: list[str], data_dir: str, *, force: bool = False, max_examples:
         if not splits.get("train") or not splits.get("validation"):
             raise UserError(f"{name}: a split came out empty (train {len(splits.get('train', []))}, "
                             f"validation {len(splits.get('validation', []))})")
-        write_tfds(name, data_dir, features, splits, desc, metadata=meta)
+        write_tfds(name, data_dir, features, splits, desc, metadata={**meta, "max_examples": max_examples})
         results[name] = {"status": f"built in {time.time() - t0:.0f}s"}
     for name in names:
-        if is_built(data_dir, name):
+        if is_built(data_dir, name, max_examples):
             results[name].update(_read_counts(data_dir, name))
             results[name]["bytes"] = _dir_size(dataset_path(data_dir, name))
     return results
