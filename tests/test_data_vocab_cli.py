@@ -59,6 +59,12 @@ def test_vocab_train_cli(tmp_path, model_type):
     proto = model_pb2.ModelProto()
     proto.ParseFromString(open(prefix + ".model", "rb").read())
     assert proto.trainer_spec.model_type == {"unigram": 1, "bpe": 2}[model_type]
+    # same input and seed -> the same pieces and scores (only trainer_spec.model_prefix differs)
+    assert vocab_main(["train", "--input", str(corpus), "--vocab-size", "250", "--model-type", model_type,
+                       "--out", prefix + "_again"]) == 0
+    again = model_pb2.ModelProto()
+    again.ParseFromString(open(prefix + "_again.model", "rb").read())
+    assert [(p.piece, p.score) for p in again.pieces] == [(p.piece, p.score) for p in proto.pieces]
     v = get_vocabulary(f"spm:{prefix}.model:10")
     assert v.vocab_size == 260 and v.decode(v.encode("the lazy dog")) == "the lazy dog"
 

@@ -139,7 +139,7 @@ def _vocab_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="PREFIX", help="output prefix (PREFIX.model, PREFIX.vocab)")
     p.add_argument("--character-coverage", type=float, default=0.9995, help="default 0.9995 (1.0 for small alphabets)")
     p.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (recorded for reproducibility)")
+    p.add_argument("--seed", type=int, default=0, help="seed of SentencePiece's sentence sampling (default 0)")
     return parser
 
 
@@ -151,11 +151,12 @@ def vocab_main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     return train_vocabulary(args.input, args.vocab_size, args.model_type, args.out,
-                            character_coverage=args.character_coverage, max_sentences=args.max_sentences)
+                            character_coverage=args.character_coverage, max_sentences=args.max_sentences,
+                            seed=args.seed)
 
 
 def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str, *,
-                     character_coverage: float = 0.9995, max_sentences: int = 2_000_000) -> int:
+                     character_coverage: float = 0.9995, max_sentences: int = 2_000_000, seed: int = 0) -> int:
     import sentencepiece as spm
     from t5x_lite.data.sources import read_documents
     files = []
@@ -171,6 +172,7 @@ def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str
         raise UserError(f"--vocab-size must be at least 4 (pad, eos, unk + one piece), got {vocab_size}")
     out_dir = os.path.dirname(os.path.abspath(out_prefix))
     os.makedirs(out_dir, exist_ok=True)
+    spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_prefix=out_prefix, vocab_size=vocab_size, model_type=model_type,
