@@ -25,6 +25,13 @@ def test_f1_binary_and_matthews():
     assert both["accuracy"] == pytest.approx(60.0) and both["f1"] == pytest.approx(400 / 6)
 
 
+def test_f1_counts_invalid_as_the_wrong_class():
+    # T5 f1_score_with_invalid: p = (-1, 1) for t = (0, 1) becomes (1, 1): TP=1 FP=1 FN=0 -> 2/3
+    assert metrics.f1_binary([0, 1], [-1, 1])["f1"] == pytest.approx(100 * 2 / 3)
+    # on a positive target the invalid output is a false negative: TP=1 FN=1 -> 2/3
+    assert metrics.f1_binary([1, 1], [-1, 1])["f1"] == pytest.approx(100 * 2 / 3)
+
+
 def test_matthews_with_invalid_prediction():
     # t = 1 0 1 0 ; p = 1 0 -1 0.  Classes {-1,0,1}: row sums t=(0,2,2), col sums p=(1,2,1),
     # trace c=3, s=4: (c*s - t.p)/sqrt((s^2-p.p)(s^2-t.t)) = (12-6)/sqrt(10*8) = 0.670820

@@ -53,10 +53,13 @@ def _f1_for_label(targets, predictions, label) -> float:
     return 0.0 if denom == 0 else 2.0 * tp / denom
 
 
-def f1_binary(targets, predictions, positive_label=1) -> dict[str, float]:
-    """F1 of the positive class (MRPC, QQP, MultiRC answers in T5)."""
+def f1_binary(targets, predictions) -> dict[str, float]:
+    """F1 of class 1 for 0/1 labels (MRPC, QQP), T5's `f1_score_with_invalid`: an invalid
+    prediction (anything but 0/1) is replaced by the wrong class, 1 - target, so it costs a
+    false negative on positives and a false positive on negatives."""
     _check_lengths(targets, predictions)
-    return {"f1": 100.0 * _f1_for_label(targets, predictions, positive_label)}
+    fixed = [p if p in (0, 1) else 1 - t for t, p in zip(targets, predictions)]
+    return {"f1": 100.0 * _f1_for_label(targets, fixed, 1)}
 
 
 def macro_f1(targets, predictions, labels: Iterable | None = None) -> dict[str, float]:
