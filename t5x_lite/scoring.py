@@ -18,8 +18,9 @@ Architectures:
   A prefix LM (decoder_mask="prefix") sees the inputs (plus the BOS position)
   with full attention, as seqio's PrefixLMFeatureConverter.
 - encoder_only: not supported (an MLM does not define a sequence likelihood).
-Rows are batched (--batch-size) and padded to power-of-two length buckets, so
-the jitted scorer compiles once per bucket pair, not once per line.
+Rows are batched (--batch-size) in length order and padded to power-of-two
+length buckets, so the jitted scorer compiles once per bucket pair, not once
+per line; the output keeps the input order.
 """
 
 from __future__ import annotations
@@ -207,19 +208,27 @@ def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size
     out_dir = os.path.dirname(os.path.abspath(output_path))
     if not os.path.isdir(out_dir):
         raise UserError(f"output directory not found: {out_dir}")
-    with open(tmp, "w", encoding="utf-8") as f, tqdm(total=len(examples), desc="score", unit="ex",
-                                                     file=sys.stderr, disable=not progress) as bar:
-        for start in range(0, len(examples), scorer.batch_size):
-            chunk = examples[start:start + scorer.batch_size]
-            scores = scorer.score([(i, t) for _, i, t, _ in chunk])
-            for (obj, _, targets, tgt_str), lp in zip(chunk, scores):
-                rec = dict(obj)
-                rec["log_likelihood"] = math.fsum(lp)
-                rec["token_log_probs"] = lp
-                if tgt_str:
-                    rec["target_ids"] = targets
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            bar.update(len(chunk))
+    # Batches are formed in length order (fewer padded tokens, fewer distinct bucket shapes to compile);
+    # the output keeps the input order.
+    if cfg.architecture == "decoder_only":
+        order = sorted(range(len(examples)), key=lambda k: len(examples[k][1]) + len(examples[k][2]))
+    else:
+        order = sorted(range(len(examples)), key=lambda k: (len(examples[k][1]), len(examples[k][2])))
+    scores: list = [None] * len(examples)
+    with tqdm(total=len(examples), desc="score", unit="ex", file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, len(order), scorer.batch_size):
+            idx = order[start:start + scorer.batch_size]
+            for k, lp in zip(idx, scorer.score([(examples[k][1], examples[k][2]) for k in idx])):
+                scores[k] = lp
+            bar.update(len(idx))
+    with open(tmp, "w", encoding="utf-8") as f:
+        for (obj, _, targets, tgt_str), lp in zip(examples, scores):
+            rec = dict(obj)
+            rec["log_likelihood"] = math.fsum(lp)
+            rec["token_log_probs"] = lp
+            if tgt_str:
+                rec["target_ids"] = targets
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     os.replace(tmp, output_path)
     return len(examples)
 
