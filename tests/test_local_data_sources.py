@@ -162,7 +162,8 @@ def test_debian_description_parser():
     assert bar["long"] == "Bar is a library that keeps verbatim lines for parsing widget description files of many kinds."
 
 
-# Real lines of WordNet 3.0 data.* / index.* files (the license header line is skipped).
+# Real lines of WordNet 3.0 data.* / index.* files (WordNet 3.0 Copyright 2006 by Princeton
+# University, redistributable under its license; the license header line is skipped).
 # The index lines are real in format but list only the synsets included here.
 WN = {
     "data.noun": [
