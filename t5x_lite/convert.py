@@ -79,8 +79,9 @@ def _hf_scales_logits(hf: dict) -> bool:
 def hf_config_to_model_config(hf: dict):
     """ModelConfig of an HF T5 config.json dict (raises UserError if it is not a T5 we support)."""
     from t5x_lite.models import ModelConfig
-    if hf.get("model_type") != "t5":
-        raise UserError(f"config.json has model_type {hf.get('model_type')!r}; only 't5' checkpoints can be converted")
+    if hf.get("model_type") not in ("t5", "mt5"):   # mT5 is the T5.1.1 architecture under another name
+        raise UserError(f"config.json has model_type {hf.get('model_type')!r}; only 't5' (and 'mt5') checkpoints "
+                        "can be converted")
     if not hf.get("is_encoder_decoder", True):
         raise UserError("config.json is not an encoder-decoder T5 (is_encoder_decoder=false)")
     for key in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):

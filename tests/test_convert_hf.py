@@ -131,6 +131,13 @@ def test_scaled_logits_with_separate_lm_head_folds_the_scale():
     assert cfg.tie_embeddings and "logits_dense" not in params["decoder"]
 
 
+def test_mt5_config_is_accepted():
+    cfg_json, tensors = read_hf_dir(os.path.join(FIXTURES, "hf_t5_1_1"))
+    params, cfg = hf_to_t5x_params(tensors, dict(cfg_json, model_type="mt5"))
+    assert cfg.mlp_activations == ("gelu", "linear") and not cfg.tie_embeddings
+    np.testing.assert_array_equal(params["decoder"]["logits_dense"]["kernel"], tensors["lm_head.weight"].T)
+
+
 def _copy_fixture(tmp_path, name="hf_t5_1_1"):
     dst = tmp_path / "hf"
     shutil.copytree(os.path.join(FIXTURES, name), dst)
@@ -155,7 +162,7 @@ def _edit_tensors(d, drop=(), add=None):
     ("missing_dir", "directory not found"),
     ("no_config", "has no config.json"),
     ("no_weights", "has no model.safetensors"),
-    ("not_t5", "only 't5' checkpoints"),
+    ("not_t5", "only 't5' (and 'mt5') checkpoints"),
     ("bad_json", "cannot parse"),
     ("shape_mismatch", "does not match model.safetensors"),
     ("missing_key", "lacks 1 T5 weights the config implies: decoder.block.2.layer.2.DenseReluDense.wo.weight"),
