@@ -90,11 +90,17 @@ def _inspect(args) -> int:
     if args.num <= 0:
         raise UserError(f"--num must be positive, got {args.num}")
     provider = get_task_or_mixture(args.task)
-    task = provider.tasks_and_rates[0][0] if isinstance(provider, Mixture) else provider
-    task = task.with_data_dir(args.data_dir)
     lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
-    examples = task.get_examples(args.split, seed=args.seed, shuffle=args.shuffle, feature_lengths=lengths,
-                                 num_epochs=1)
+    tasks = provider.tasks_and_rates if isinstance(provider, Mixture) else [(provider, 1.0)]
+    streams = [t.with_data_dir(args.data_dir).get_examples(args.split, seed=args.seed + i, shuffle=args.shuffle,
+                                                           feature_lengths=lengths, num_epochs=1)
+               for i, (t, _) in enumerate(tasks)]
+    task = tasks[0][0]
+    if len(streams) == 1:
+        examples = streams[0]
+    else:
+        from t5x_lite.data.pipeline import MixtureStream
+        examples = MixtureStream(streams, [r for _, r in tasks], args.seed)
     vocabs = {k: f.vocabulary for k, f in task.output_features.items()}
     for n, ex in enumerate(itertools.islice(examples, args.num)):
         record = {}
@@ -106,7 +112,7 @@ def _inspect(args) -> int:
         if args.json:
             print(json.dumps(record, ensure_ascii=False))
         else:
-            print(f"=== example {n} ({task.name}, {args.split})")
+            print(f"=== example {n} ({provider.name}, {args.split})")
             for key in ("inputs", "targets"):
                 if key in record:
                     print(f"{key} ({len(record[key])} ids): {record[key]}")
