@@ -170,6 +170,25 @@ def test_bad_lines(t5_ckpt, tmp_path, capsys, line, message):
     assert not out.exists()
 
 
+def test_corrupt_checkpoint(t5_ckpt, tmp_path, capsys):
+    import shutil
+    src = write_jsonl(tmp_path / "in.jsonl", [{"inputs": [5], "targets": [7]}])
+    bad = tmp_path / "bad"
+    shutil.copytree(t5_ckpt, bad)
+    for root, _, files in os.walk(bad / "0" / "params"):
+        for name in files:
+            if os.path.getsize(os.path.join(root, name)) > 1024:
+                with open(os.path.join(root, name), "w") as f:
+                    f.write("garbage")
+    code, _, err = run_cli(capsys, "score", "--checkpoint", str(bad), "--input", src, "--output",
+                           str(tmp_path / "o.jsonl"))
+    assert code == 2 and err.count("\n") == 1 and "cannot restore params" in err, err
+    (bad / "0" / "config" / "metadata").write_text("{broken")
+    code, _, err = run_cli(capsys, "score", "--checkpoint", str(bad), "--input", src, "--output",
+                           str(tmp_path / "o.jsonl"))
+    assert code == 2 and "cannot read config" in err, err
+
+
 def test_bad_checkpoints(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [{"inputs": [5], "targets": [7]}])
     out = str(tmp_path / "out.jsonl")
