@@ -282,7 +282,9 @@ def make_pipeline(name: str, *, split: str, feature_lengths: Mapping[str, int], 
                              num_threads=num_threads)
                for i, (t, _) in enumerate(tasks)]
     examples = streams[0] if len(streams) == 1 else MixtureStream(streams, [r for _, r in tasks], seed)
-    description = {"task": name, "split": split, "feature_lengths": dict(sorted(feature_lengths.items())),
-                   "architecture": architecture, "batch_size": batch_size, "seed": seed, "shuffle": shuffle,
-                   "pack": pack, "process_index": process_index, "process_count": process_count}
+    description = {"task": name, "split": split,
+                   "feature_lengths": {str(k): int(v) for k, v in sorted(feature_lengths.items())},
+                   "architecture": architecture, "batch_size": int(batch_size), "seed": int(seed),
+                   "shuffle": bool(shuffle), "pack": bool(pack), "process_index": int(process_index),
+                   "process_count": int(process_count)}
     return Pipeline(examples, converter, batch_size // process_count, pack, description)
