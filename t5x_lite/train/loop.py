@@ -47,8 +47,10 @@ Evaluator = Callable[[int, Any], dict]
 
 
 def _log(msg: str) -> None:
+    """One line on stderr (through tqdm, so it does not collide with the progress bar)."""
     if jax.process_index() == 0:
-        print(f"[t5x-lite train] {msg}", file=sys.stderr, flush=True)
+        from tqdm import tqdm
+        tqdm.write(f"[t5x-lite train] {msg}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------
@@ -202,8 +204,11 @@ def _run(config, resolved, model_cfg, mesh, bundle, tx, schedule, abstract, shar
         start = 0
         state = step_lib.init_state(bundle, tx, shardings, seed)
         if config.get("init_checkpoint"):
+            init_dir = config.init_checkpoint
+            if os.path.isdir(os.path.join(init_dir, "checkpoints")):  # a training workdir
+                init_dir = os.path.join(init_dir, "checkpoints")
             target = step_lib.abstract_with_shardings(abstract["params"], shardings["params"])
-            state["params"] = checkpoints.restore_params(config.init_checkpoint, abstract_params=target)
+            state["params"] = checkpoints.restore_params(init_dir, abstract_params=target)
             _log(f"initialised params from {config.init_checkpoint}")
     if start >= num_steps:
         _log(f"already at step {start} >= train.num_steps={num_steps}; nothing to do")
