@@ -47,14 +47,8 @@ def converted(tmp_path_factory):
 
 
 def load_model(ckpt):
-    from flax import nnx
-    from t5x_lite.models import ModelConfig, build_model
-    from t5x_lite.train.checkpoints import read_config, restore_params
-    config = read_config(ckpt)
-    cfg = ModelConfig.from_dict(config["model"])
-    model = build_model(cfg, nnx.Rngs(0))
-    nnx.update(model, restore_params(ckpt))
-    return cfg, model, config
+    from t5x_lite.scoring import load_checkpoint_model   # params restored onto an abstract model
+    return load_checkpoint_model(ckpt)
 
 
 def reference(name):
