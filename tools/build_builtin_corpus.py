@@ -119,6 +119,7 @@ def write_xz(path: str, docs: list[str]) -> None:
 
 def train_vocab(train_docs: list[str], out_prefix: str, vocab_size: int) -> None:
     import sentencepiece as spm
+    spm.set_random_generator_seed(0)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(train_docs), model_prefix=out_prefix, vocab_size=vocab_size,
         model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=0.9999,
@@ -135,7 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="/tmp/t5x_lite_corpus", help="download/extract directory")
     parser.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece pieces incl. pad/eos/unk")
+    parser.add_argument("--out", default=OUT, help="output directory (default: t5x_lite/data/builtin)")
     args = parser.parse_args()
+    out = args.out
     wn_dir, texts_dir, deb_version = fetch(args.workdir)
     wn_docs, sh_docs = wordnet_documents(wn_dir), shakespeare_documents(texts_dir)
     print(f"wordnet: {len(wn_docs)} documents; shakespeare: {len(sh_docs)} documents")
@@ -143,12 +146,12 @@ def main() -> None:
     docs = wn_docs + sh_docs
     train = [d for d in docs if not is_validation(d)]
     val = [d for d in docs if is_validation(d)]
-    os.makedirs(OUT, exist_ok=True)
-    write_xz(os.path.join(OUT, "train.txt.xz"), train)
-    write_xz(os.path.join(OUT, "validation.txt.xz"), val)
+    os.makedirs(out, exist_ok=True)
+    write_xz(os.path.join(out, "train.txt.xz"), train)
+    write_xz(os.path.join(out, "validation.txt.xz"), val)
     prefix = os.path.join(args.workdir, "spm")
     train_vocab(train, prefix, args.vocab_size)
-    with open(prefix + ".model", "rb") as src, open(os.path.join(OUT, "spm.model"), "wb") as dst:
+    with open(prefix + ".model", "rb") as src, open(os.path.join(out, "spm.model"), "wb") as dst:
         dst.write(src.read())
     manifest = {
         "sources": {
@@ -161,10 +164,10 @@ def main() -> None:
         "splits": {"train": len(train), "validation": len(val)},
         "validation_rule": "md5(utf8 text)[0] < 4",
         "vocab": {"model_type": "unigram", "pieces": args.vocab_size, "pad": 0, "eos": 1, "unk": 2, "bos": None},
-        "files": {name: {"bytes": os.path.getsize(os.path.join(OUT, name)), "sha256": sha256(os.path.join(OUT, name))}
+        "files": {name: {"bytes": os.path.getsize(os.path.join(out, name)), "sha256": sha256(os.path.join(out, name))}
                   for name in ("train.txt.xz", "validation.txt.xz", "spm.model")},
     }
-    with open(os.path.join(OUT, "MANIFEST.json"), "w") as f:
+    with open(os.path.join(out, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
     print(json.dumps(manifest, indent=2))
