@@ -224,6 +224,8 @@ def test_wordnet_qa_is_extractive(wordnet_dir):
     assert verb["question"] == "What does kid mean as a verb?"
     assert verb["answers"]["text"] == ["tell false information to for fun"]
     assert "kid (verb): 1. tell false information to for fun; 2. be silly or tease one another." in verb["context"]
+    # the next lemma alphabetically is in the context as a distractor
+    assert "toy dog (noun): 1. any of several breeds of very small dogs kept purely as pets." in verb["context"]
 
 
 def test_build_local_end_to_end(tmp_path, wordnet_dir, monkeypatch):

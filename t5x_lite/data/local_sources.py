@@ -356,11 +356,12 @@ def wordnet_qa_examples(synsets: list[dict], wordnet_dir: str | None = None,
                         max_senses: int = 6) -> list[dict]:
     """SEMI-SYNTHETIC extractive QA over real WordNet entries.
 
-    Context: a dictionary entry for a lemma with at least two senses, all its
-    parts of speech (block order varies by a hash of the lemma), the first
-    `max_senses` senses of each in WordNet order.  Question (templated): "What
-    does <lemma> mean as a <pos>?"; answer: the definition of that part of
-    speech's first sense, a span of the context.
+    Context: the dictionary entries (one block per part of speech, the first
+    `max_senses` senses of each in WordNet order) of a lemma with at least two
+    senses and of its alphabetical successor, which often shares its prefix
+    (kid / kidnap) and serves as a distractor; block order is fixed by a hash.
+    Question (templated): "What does <lemma> mean as a <pos>?"; answer: the
+    definition of that part of speech's first sense, a span of the context.
     """
     wordnet_dir = wordnet_dir or WORDNET_DIR
     by_key = {(s["pos"] if s["pos"] != "s" else "a", s["offset"]): s for s in synsets}
@@ -382,22 +383,24 @@ def wordnet_qa_examples(synsets: list[dict], wordnet_dir: str | None = None,
                             defs.append(d)
                 if defs:
                     senses[lemma][pos] = defs
+    lemmas = sorted(senses)
     out = []
-    for lemma in sorted(senses):
+    for i, lemma in enumerate(lemmas):
         entry = senses[lemma]
         if sum(len(v) for v in entry.values()) < 2:
             continue
-        order = sorted(entry, key=lambda p: hashlib.md5(f"{lemma}/{p}".encode()).hexdigest())
-        blocks = []
-        for pos in order:
-            numbered = "; ".join(f"{i}. {d}" for i, d in enumerate(entry[pos], 1))
-            blocks.append(f"{lemma} ({POS_NAMES[pos]}): {numbered}.")
-        context = " ".join(blocks)
-        for pos in order:
-            answer = entry[pos][0]
-            start = context.find(f"1. {answer}", context.find(f"{lemma} ({POS_NAMES[pos]}):")) + 3
+        other = lemmas[i + 1] if i + 1 < len(lemmas) else lemmas[i - 1]
+        blocks = [(lemma, pos) for pos in entry] + [(other, pos) for pos in senses[other]]
+        blocks.sort(key=lambda b: hashlib.md5(f"{lemma}|{b[0]}/{b[1]}".encode()).hexdigest())
+        context, first_def_at = "", {}
+        for word, pos in blocks:
+            head = f"{word} ({POS_NAMES[pos]}): "
+            context += (" " if context else "") + head
+            first_def_at[(word, pos)] = len(context) + 3          # after "1. "
+            context += "; ".join(f"{k}. {d}" for k, d in enumerate(senses[word][pos], 1)) + "."
+        for pos in entry:
             out.append({"id": f"{lemma}/{pos}", "title": lemma, "context": context,
                         "question": f"What does {lemma} mean as a{'n' if pos in 'ar' else ''} "
                                     f"{POS_NAMES[pos]}?",
-                        "answers": {"text": [answer], "answer_start": [start]}})
+                        "answers": {"text": [entry[pos][0]], "answer_start": [first_def_at[(lemma, pos)]]}})
     return out
