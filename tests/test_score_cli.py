@@ -108,6 +108,7 @@ def test_encdec_scores_equal_hf_log_softmax(t5_ckpt, tmp_path, capsys):
 
 def _manual_lm_scores(model, cfg, inputs, targets):
     """log p(targets | inputs) from one unbatched model_logits call on BOS + inputs + targets."""
+    from flax import nnx
     from t5x_lite.models import model_logits
     seq = np.array([list(inputs) + list(targets)], np.int32)
     dec_in = np.concatenate([[[0]], seq[:, :-1]], 1).astype(np.int32)
@@ -116,7 +117,7 @@ def _manual_lm_scores(model, cfg, inputs, targets):
         causal = np.zeros_like(seq)
         causal[0, :len(inputs) + 1] = 1
         batch["decoder_causal_attention"] = causal
-    lp = log_softmax(np.asarray(model_logits(model, batch))[0])   # eager: no shared jit cache with score
+    lp = log_softmax(np.asarray(nnx.jit(model_logits)(model, batch))[0])
     pos = np.arange(len(inputs), len(inputs) + len(targets))
     return lp[pos, seq[0, pos]]
 
@@ -134,7 +135,7 @@ def test_decoder_only_scores_equal_manual_model_logits(lm_ckpts, tmp_path, capsy
     for mask, (path, cfg, model) in lm_ckpts.items():
         out = str(tmp_path / f"{mask}.jsonl")
         code, _, _ = run_cli(capsys, "score", "--checkpoint", path, "--input", src, "--output", out,
-                             "--batch-size", "2", "--no-progress")
+                             "--batch-size", "3", "--no-progress")
         assert code == 0
         scored[mask] = read_jsonl(out)
         for rec, row in zip(scored[mask], rows):
