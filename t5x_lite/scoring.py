@@ -152,7 +152,7 @@ class Scorer:
         return [out[r, s:e].astype(np.float64).tolist() for r, (s, e) in enumerate(spans[:len(rows)])]
 
 
-def _ids(value, name: str, vocab, vocab_spec, where: str) -> tuple[list[int], bool]:
+def _ids(value, name: str, vocab, where: str) -> tuple[list[int], bool]:
     """(token ids, was_string).  Strings get EOS appended; id lists are used as given."""
     if isinstance(value, str):
         if vocab is None:
@@ -164,7 +164,7 @@ def _ids(value, name: str, vocab, vocab_spec, where: str) -> tuple[list[int], bo
     raise UserError(f"{where}: {name} must be a string or a list of integer token ids, got {type(value).__name__}")
 
 
-def read_examples(path: str, scorer: Scorer, vocab, vocab_spec) -> list[tuple[dict, list[int], list[int], bool]]:
+def read_examples(path: str, scorer: Scorer, vocab) -> list[tuple[dict, list[int], list[int], bool]]:
     if not os.path.isfile(path):
         raise UserError(f"input file not found: {path}")
     examples = []
@@ -183,8 +183,8 @@ def read_examples(path: str, scorer: Scorer, vocab, vocab_spec) -> list[tuple[di
                 raise UserError(f"{where}: missing 'targets'")
             if "inputs" not in obj and scorer.cfg.architecture == "encoder_decoder":
                 raise UserError(f"{where}: missing 'inputs' (needed by an encoder-decoder model)")
-            inputs, _ = _ids(obj.get("inputs", []), "inputs", vocab, vocab_spec, where)
-            targets, tgt_str = _ids(obj["targets"], "targets", vocab, vocab_spec, where)
+            inputs, _ = _ids(obj.get("inputs", []), "inputs", vocab, where)
+            targets, tgt_str = _ids(obj["targets"], "targets", vocab, where)
             scorer.check(inputs, targets, where)
             examples.append((obj, inputs, targets, tgt_str))
     if not examples:
@@ -202,7 +202,7 @@ def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size
     if spec:
         from t5x_lite.data import get_vocabulary
         vocab = get_vocabulary(spec)
-    examples = read_examples(input_path, scorer, vocab, spec)
+    examples = read_examples(input_path, scorer, vocab)
     from tqdm import tqdm
     tmp = output_path + ".tmp"
     out_dir = os.path.dirname(os.path.abspath(output_path))
