@@ -132,6 +132,19 @@ def test_mt5_config_is_accepted():
     np.testing.assert_array_equal(params["decoder"]["logits_dense"]["kernel"], tensors["lm_head.weight"].T)
 
 
+def test_sharded_safetensors_are_read(tmp_path):
+    cfg_json, tensors = read_hf_dir(os.path.join(FIXTURES, "hf_t5_1_0"))
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for fname, keys in shards.items():
+        safetensors.numpy.save_file({k: tensors[k] for k in keys}, str(tmp_path / fname))
+    index = {"weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text(json.dumps(cfg_json))
+    cfg2, tensors2 = read_hf_dir(str(tmp_path))
+    assert sorted(tensors2) == names and all(np.array_equal(tensors[k], tensors2[k]) for k in names)
+
+
 def _copy_fixture(tmp_path, name="hf_t5_1_1"):
     dst = tmp_path / "hf"
     shutil.copytree(os.path.join(FIXTURES, name), dst)
