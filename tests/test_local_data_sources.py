@@ -316,6 +316,21 @@ def test_missing_sources_are_skipped_with_a_reason(tmp_path, monkeypatch):
     assert any("no WordNet data files" in m for m in msgs)
 
 
+def test_not_root_prints_the_apt_commands(tmp_path, wordnet_dir, monkeypatch):
+    calls = []
+    monkeypatch.setattr(local_data, "_installed", lambda p: False)
+    monkeypatch.setattr(local_data.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(local_data.shutil, "which", lambda cmd: "/usr/bin/" + cmd)
+    monkeypatch.setattr(local_data.subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(src, "WORDNET_DIR", wordnet_dir)
+    monkeypatch.setattr(local_data, "VALIDATION_PERCENT", 50)
+    msgs = []
+    res = local_data.build(["local_wordnet_lexname"], str(tmp_path / "out"), log=msgs.append)
+    assert not calls                                              # never runs apt as non-root
+    assert any("not root" in m and "apt-get install -y --no-install-recommends wordnet-base" in m for m in msgs)
+    assert res["local_wordnet_lexname"]["status"].startswith("built")   # data present: built anyway
+
+
 def test_cli_rejects_unknown_names():
     with pytest.raises(UserError, match="did you mean 'local_translate_en_de'"):
         local_data.main(["--only", "local_translate_en_dee"])
