@@ -61,6 +61,14 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
     assert not np.array_equal(x["encoder_input_tokens"], z["encoder_input_tokens"])
 
 
+def test_document_blocks_do_not_change_the_data():
+    """Reading documents in blocks (the default, for speed) yields exactly the stream of block size 1."""
+    a = pipe("builtin_lm", architecture="decoder_only", docs_per_block=1)
+    b = pipe("builtin_lm", architecture="decoder_only")
+    for _ in range(10):
+        assert same(next(a), next(b))
+
+
 @pytest.mark.parametrize("name,arch,pack", [
     ("builtin_span_corruption", "encoder_decoder", True),
     ("builtin_prefix_lm", "decoder_only", True),
