@@ -145,6 +145,20 @@ def test_sharded_safetensors_are_read(tmp_path):
     assert sorted(tensors2) == names and all(np.array_equal(tensors[k], tensors2[k]) for k in names)
 
 
+def test_bfloat16_safetensors_are_read(tmp_path):
+    import ml_dtypes
+    cfg_json, tensors = read_hf_dir(os.path.join(FIXTURES, "hf_t5_1_1"))
+    bf16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}
+    safetensors.numpy.save_file(bf16, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg_json, dtype="bfloat16")))
+    cfg2, tensors2 = read_hf_dir(str(tmp_path))
+    assert tensors2["shared.weight"].dtype == ml_dtypes.bfloat16
+    params, cfg = hf_to_t5x_params(tensors2, cfg2)
+    kernel = params["decoder"]["logits_dense"]["kernel"]
+    assert kernel.dtype == np.float32     # cast to the model's param_dtype
+    np.testing.assert_array_equal(kernel, bf16["lm_head.weight"].astype(np.float32).T)
+
+
 def _copy_fixture(tmp_path, name="hf_t5_1_1"):
     dst = tmp_path / "hf"
     shutil.copytree(os.path.join(FIXTURES, name), dst)
