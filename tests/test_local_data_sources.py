@@ -343,3 +343,12 @@ def test_default_data_dir_env(monkeypatch):
     assert local_data.default_data_dir() == "/some/where"
     monkeypatch.delenv("T5X_LITE_DATA_DIR")
     assert local_data.default_data_dir() == os.path.expanduser("~/.cache/t5x_lite/local_tfds")
+
+
+def test_local_tasks_with_another_vocabulary():
+    from t5x_lite.data.tasks_local import LOCAL_TASK_NAMES, local_tasks
+
+    tasks = local_tasks(vocabulary="byte", data_dir="/nonexistent", suffix="_byte")
+    assert [t.name for t in tasks] == [n + "_byte" for n in LOCAL_TASK_NAMES]
+    vocab = tasks[0].output_features["targets"].vocabulary
+    assert vocab.decode(vocab.encode("Größe ändern")) == "Größe ändern"     # bytes cover umlauts

@@ -154,3 +154,17 @@ def test_wsc_simple_postprocessor():
     assert postprocessors.wsc_simple("the councilmen", ex) == 1
     assert postprocessors.wsc_simple("the demonstrators", ex) == 0
     assert postprocessors.wsc_simple("anything", ex, is_target=True) == 1
+
+
+def test_paper_row_from_local_stand_ins():
+    # GLUE column = mean over the local classification tasks of each task's metric mean:
+    # section (60+40)/2 = 50, lexname (80+70)/2 = 75 -> 62.5; the others copy one metric.
+    res = {"local_debian_section": {"accuracy": 60.0, "macro_f1": 40.0},
+           "local_wordnet_lexname": {"accuracy": 80.0, "macro_f1": 70.0},
+           "local_summarize_debian": {"rouge1": 30.0, "rouge2": 12.0},
+           "local_qa_wordnet": {"em": 55.0, "f1": 70.0},
+           "local_translate_en_de": {"bleu": 20.0}}
+    assert metrics.paper_row(res) == {"GLUE": 62.5, "CNNDM": 12.0, "SQuAD": 55.0, "EnDe": 20.0}
+    # T5's own tasks take precedence over the stand-ins
+    res["squad_v010_allanswers"] = {"em": 80.0, "f1": 88.0}
+    assert metrics.paper_row(res)["SQuAD"] == 80.0

@@ -336,3 +336,41 @@ def glue_average(results: Mapping[str, Mapping[str, float]]) -> float:
 
 def superglue_average(results: Mapping[str, Mapping[str, float]]) -> float:
     return benchmark_average(results, prefix="super_glue_")
+
+
+# The paper's table columns (Tables 1-16: GLUE, CNNDM, SQuAD, SGLUE, EnDe, EnFr, EnRo) from a
+# {task name: metrics} dict, for T5's tasks or the local stand-ins (docs/downstream.md).
+PAPER_COLUMNS = {
+    "CNNDM": (("cnn_dailymail_v002", "local_summarize_debian"), "rouge2"),
+    "SQuAD": (("squad_v010_allanswers", "local_qa_wordnet"), "em"),
+    "EnDe": (("wmt_t2t_ende_v003", "local_translate_en_de"), "bleu"),
+    "EnFr": (("wmt15_enfr_v003", "local_translate_en_fr"), "bleu"),
+    "EnRo": (("wmt16_enro_v003", "local_translate_en_ro"), "bleu"),
+}
+LOCAL_CLASSIFICATION = ("local_debian_section", "local_wordnet_lexname")
+
+
+def paper_row(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """One row of the paper's tables from per-task metrics; only the columns that can be filled.
+
+    GLUE: `glue_average` of the glue_* tasks, or for the stand-ins the same averaging over the
+    local classification tasks; SGLUE: `superglue_average`; the other columns take the paper's
+    single metric of the T5 task, else of its local stand-in.
+    """
+    row: dict[str, float] = {}
+    glue = {k: v for k, v in results.items() if k.startswith("glue_")}
+    local_cls = {k: v for k, v in results.items() if k in LOCAL_CLASSIFICATION}
+    if glue:
+        row["GLUE"] = glue_average(glue)
+    elif local_cls:
+        row["GLUE"] = benchmark_average(local_cls)
+    sglue = {k: v for k, v in results.items() if k.startswith("super_glue_")}
+    if sglue:
+        row["SGLUE"] = superglue_average(sglue)
+    for column, (tasks, metric) in PAPER_COLUMNS.items():
+        for task in tasks:
+            if task in results and metric in results[task]:
+                row[column] = float(results[task][metric])
+                break
+    order = ("GLUE", "CNNDM", "SQuAD", "SGLUE", "EnDe", "EnFr", "EnRo")
+    return {k: row[k] for k in order if k in row}
