@@ -28,8 +28,9 @@ the reference logits, greedy and beam outputs are all computed with those final 
 re-loaded from disk with from_pretrained, so they describe exactly the files that are saved.
 
 Beam search uses length_penalty=0.0 and early_stopping="never": the hypothesis score is the plain sum of
-token log-probs (EOS included) and the search stops only when no live beam can still beat the worst
-finished one.  That is T5X's beam search with brevity-penalty alpha=0.0.
+token log-probs (EOS included), as T5X's brevity penalty with alpha=0.0, and the search stops only when no
+live beam can still beat the worst finished one.  HF's beam bookkeeping still differs from T5X's in two
+places (see docs/interop.md); t5x_lite.decoding's finish_rule="hf" reproduces HF.
 """
 
 from __future__ import annotations
@@ -177,8 +178,10 @@ def make_one(name: str, spec: dict, out_dir: str, output_gain: float, eos_scale:
         "greedy": {"num_beams": 1, "do_sample": False},
         "beam": {"num_beams": NUM_BEAMS, "num_return_sequences": NUM_BEAMS, "length_penalty": 0.0,
                  "early_stopping": "never",
-                 "t5x_equivalent": "beam search with brevity-penalty alpha=0.0: score = sum of token "
-                                   "log-probs including EOS; sequences are [decoder_start=0, tokens..., EOS, 0...]"},
+                 "t5x_equivalent": "scores = T5X brevity-penalty alpha=0.0 (sum of token log-probs including "
+                                   "EOS); HF's beam bookkeeping differs from T5X's (which EOS candidates may "
+                                   "finish, live beams at the length limit), see docs/interop.md; sequences are "
+                                   "[decoder_start=0, tokens..., EOS, EOS/0 padding]"},
         **meta,
     }
     with open(os.path.join(path, "reference.json"), "w") as f:
