@@ -87,7 +87,10 @@ def split_by_key(rows: list[dict], key_fn) -> dict[str, list[dict]]:
 # ----------------------------------------------------------------------------
 
 def _installed(package: str) -> bool:
-    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+    try:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+    except OSError:          # not a Debian system
+        return False
     return r.returncode == 0 and "install ok installed" in r.stdout
 
 
