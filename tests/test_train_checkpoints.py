@@ -68,14 +68,16 @@ def test_restore_of_a_different_model_is_a_user_error(tmp_path):
 
 
 def test_init_checkpoint_loads_converter_style_params(tmp_path):
-    """A params-only step-0 checkpoint (what `t5x-lite convert hf-to-t5x` writes) seeds training."""
+    """A params-only step-0 checkpoint (what `t5x-lite convert hf-to-t5x` writes) seeds training;
+    the evaluator hook (contract F) sees the model and its best step is kept."""
     from t5x_lite.train.loop import train
 
     config, _ = parse_args([
         "--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.d_kv=16",
         "--config.model.d_ff=64", "--config.model.num_encoder_layers=1", "--config.model.num_decoder_layers=1",
         "--config.data.feature_lengths.inputs=32", "--config.data.feature_lengths.targets=8",
-        "--config.data.batch_size=8", "--config.train.eval_every=0", "--config.train.num_steps=1",
+        "--config.data.batch_size=8", "--config.train.eval_every=1", "--config.train.eval_steps=1",
+        "--config.train.num_steps=1",
         "--config.train.checkpoint_every=1", "--config.optimizer.learning_rate=1e-20", "--config.seed=1"])
     from t5x_lite.train.loop import resolve
     model_cfg, resolved = resolve(config)
@@ -89,11 +91,29 @@ def test_init_checkpoint_loads_converter_style_params(tmp_path):
                                        {"model": model_cfg.to_dict(), "vocabulary": "builtin"}, step=0)
     with config.unlocked():
         config.init_checkpoint = str(tmp_path / "converted")
-    assert train(config, str(tmp_path / "ft"), show_progress=False) == 0
+    calls = []
+
+    def evaluator(step, model):
+        from t5x_lite.models import ModelConfig  # noqa: F401  (the hook gets a real nnx model)
+        calls.append(step)
+        emb = np.asarray(model.token_embedder.embedding[...])
+        return {"toy/emb_mean": float(np.abs(emb).mean())}
+
+    assert train(config, str(tmp_path / "ft"), evaluators=[evaluator], show_progress=False) == 0
+    assert calls == [1]
+    import json
+    best = json.load(open(tmp_path / "ft" / "best_checkpoints.json"))
+    assert best["eval/toy/emb_mean"]["step"] == 1 and "eval/loss" in best
+    assert best["eval/toy/emb_mean"]["value"] == pytest.approx(
+        float(np.abs(pretrained["token_embedder"]["embedding"]).mean()), rel=1e-6)
+    kept = checkpoints.restore_params(str(tmp_path / "ft" / best["eval/toy/emb_mean"]["checkpoint"]))
+    rows = [json.loads(line) for line in open(tmp_path / "ft" / "metrics.jsonl")]
+    assert any("eval/toy/emb_mean" in r and "eval/loss" in r for r in rows)
     trained = checkpoints.restore_params(str(tmp_path / "ft" / "checkpoints"), 1)
     # lr 1e-20: one update leaves the loaded params unchanged in float32
-    for a, b in zip(jax.tree.leaves(pretrained), jax.tree.leaves(trained), strict=True):
+    for a, b, c in zip(jax.tree.leaves(pretrained), jax.tree.leaves(trained), jax.tree.leaves(kept), strict=True):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
     with config.unlocked():
         config.init_checkpoint = str(tmp_path / "missing")
     with pytest.raises(UserError):
