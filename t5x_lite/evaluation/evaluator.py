@@ -68,6 +68,9 @@ def load_model(checkpoint: str, step: int | None = None):
 
     if not os.path.isdir(checkpoint):
         raise UserError(f"checkpoint directory not found: {checkpoint}")
+    from t5x_lite.train.checkpoints import latest_step
+    if latest_step(checkpoint) is None and os.path.isdir(os.path.join(checkpoint, "checkpoints")):
+        checkpoint = os.path.join(checkpoint, "checkpoints")   # a training workdir was given
     config = read_config(checkpoint, step)
     if not isinstance(config.get("model"), dict):
         raise UserError(f"checkpoint {checkpoint} has no model config")
