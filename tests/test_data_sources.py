@@ -88,3 +88,30 @@ def test_paper_example_golden():
     name = {int(i): w for i, w in zip(ids, words)} | {99: "<X>", 98: "<Y>", 97: "<Z>"}
     assert " ".join(name[int(i)] for i in inputs) == "Thank you <X> me to your party <Y> week ."
     assert " ".join(name[int(i)] for i in targets) == "<X> for inviting <Y> last <Z>"
+
+
+def test_task_from_spec_on_own_files(tmp_path):
+    from t5x_lite.data import TaskRegistry, make_pipeline
+    from t5x_lite.data.sources import in_validation
+    docs = [f"line {i} about the quick brown fox number {i * 7}" for i in range(400)]
+    (tmp_path / "a.txt").write_text("\n".join(docs[:200]) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"body": d}) for d in docs[200:]) + "\n")
+    text_spec = f"text:{tmp_path}/*.txt;objective=prefix_lm"
+    jsonl_spec = f"jsonl:{tmp_path}/*.jsonl;field=body;objective=full_lm;vocab=builtin"
+    try:
+        p = make_pipeline(text_spec, split="train", feature_lengths={"inputs": 32, "targets": 32},
+                          architecture="encoder_decoder", batch_size=2, seed=0, process_index=0, process_count=1)
+        assert next(p)["encoder_input_tokens"].shape == (2, 32)
+        task = TaskRegistry.get(text_spec)
+        train, val = task.source.get("train"), task.source.get("validation")
+        assert len(train) + len(val) == 200
+        assert all(in_validation(val[i]["text"]) for i in range(len(val)))
+        q = make_pipeline(jsonl_spec, split="train", feature_lengths={"targets": 16}, architecture="decoder_only",
+                          batch_size=2, seed=0, process_index=0, process_count=1, pack=False)
+        assert "brown fox" in get_vocabulary("builtin").decode(next(q)["decoder_target_tokens"][0])
+        with pytest.raises(UserError, match="bad option"):
+            make_pipeline(f"text:{tmp_path}/*.txt;objectiv=lm", split="train", feature_lengths={"targets": 8},
+                          architecture="decoder_only", batch_size=1, seed=0, process_index=0, process_count=1)
+    finally:
+        TaskRegistry.remove(text_spec)
+        TaskRegistry.remove(jsonl_spec)
