@@ -33,6 +33,9 @@ def _decode_args(p: argparse.ArgumentParser, methods=("greedy", "beam")) -> None
     g.add_argument("--beam-size", type=int, default=4, help="beams for --decode beam (default 4)")
     g.add_argument("--alpha", type=float, default=0.6,
                    help="T5X brevity penalty ((5+len)/6)^alpha for beam search (default 0.6; 0 = plain log-prob)")
+    g.add_argument("--beam-rule", choices=("t5x", "hf"), default="t5x",
+                   help="beam bookkeeping: t5x (default) or hf (reproduces transformers' generate; with "
+                        "--alpha 0 equals its length_penalty=0.0), see docs/evaluation.md")
     g.add_argument("--max-decode-length", type=int, default=None,
                    help="most new tokens per example (eval default: longest target; infer default: 64)")
     g.add_argument("--batch-size", type=int, default=32, help="examples decoded together (default 32)")
@@ -82,7 +85,8 @@ def eval_main(argv: list[str]) -> int:
 
     from t5x_lite.evaluation import evaluator as ev
     settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
-                                 max_decode_length=args.max_decode_length, batch_size=args.batch_size).validate()
+                                 max_decode_length=args.max_decode_length, batch_size=args.batch_size,
+                                 finish_rule=args.beam_rule).validate()
     tasks = ev.resolve_tasks(args.task)
     model, config = ev.load_model(args.checkpoint, args.step)
     arch = model.config.architecture
@@ -112,7 +116,7 @@ def eval_main(argv: list[str]) -> int:
                  "checkpoint": os.path.abspath(args.checkpoint), "num_shots": args.num_shots,
                  "seconds": round(time.time() - t0, 2)}
         if args.decode == "beam":
-            extra.update(beam_size=args.beam_size, alpha=args.alpha)
+            extra.update(beam_size=args.beam_size, alpha=args.alpha, beam_rule=args.beam_rule)
         out = ev.write_results(args.output, task.name, records, metrics, extra)
         summary[task.name] = metrics
         shown = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
@@ -201,7 +205,7 @@ def infer_main(argv: list[str]) -> int:
         prompts.append(ids)
     settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
                                  batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
-                                 top_p=args.top_p, seed=args.seed).validate()
+                                 top_p=args.top_p, seed=args.seed, finish_rule=args.beam_rule).validate()
     preds = ev.predict(model, prompts, settings, max_decode_length=max_len, progress="infer")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"

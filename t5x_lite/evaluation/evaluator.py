@@ -43,6 +43,7 @@ class DecodeSettings:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    finish_rule: str = "t5x"        # beam bookkeeping: t5x | hf (see decoding.beam_search)
 
     def validate(self) -> "DecodeSettings":
         if self.method not in decoding.METHODS:
@@ -219,8 +220,6 @@ def predict(model, prompts: Sequence[Sequence[int]], settings: DecodeSettings, *
     settings.validate()
     arch = model_config_of(model).architecture
     length = max([len(p) for p in prompts] + [1])
-    if arch == "decoder_only":
-        length = max(length, 1)
     bs = min(settings.batch_size, len(prompts)) or 1
     batches = range(0, len(prompts), bs)
     if progress:
@@ -235,7 +234,7 @@ def predict(model, prompts: Sequence[Sequence[int]], settings: DecodeSettings, *
         tokens = decoding.decode(model, prompt, method=settings.method, max_decode_length=max_decode_length,
                                  beam_size=settings.beam_size, alpha=settings.alpha,
                                  temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-                                 rng=jax.random.fold_in(rng, n))
+                                 rng=jax.random.fold_in(rng, n), finish_rule=settings.finish_rule)
         for row in tokens[: len(chunk)].tolist():
             out.append(row[: row.index(decoding.EOS_ID) + 1] if decoding.EOS_ID in row else
                        [t for t in row if t != decoding.PAD_ID])
