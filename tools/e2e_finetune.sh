@@ -13,13 +13,13 @@
 #
 # Needs the local datasets: `t5x-lite data build-local` (root, Debian; see docs/downstream.md).
 # Usage: tools/e2e_finetune.sh [OUT_DIR]          (default /tmp/t5x_lite_e2e)
-# Knobs (env): PRETRAIN_STEPS=300 FT_STEPS=300 FT_LR=0.001 MAX_EXAMPLES=200 PRETRAIN_DIR=<reuse a run>
+# Knobs (env): PRETRAIN_STEPS=300 FT_STEPS=300 FT_LR=0.003 MAX_EXAMPLES=200 PRETRAIN_DIR=<reuse a run>
 set -euo pipefail
 
 OUT=${1:-/tmp/t5x_lite_e2e}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-300}
 FT_STEPS=${FT_STEPS:-300}
-FT_LR=${FT_LR:-0.001}
+FT_LR=${FT_LR:-0.003}
 MAX_EXAMPLES=${MAX_EXAMPLES:-200}
 PRETRAIN_DIR=${PRETRAIN_DIR:-$OUT/pretrain}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
