@@ -189,3 +189,24 @@ def test_decoder_only_lm_format_and_fewshot(tmp_path, capsys):
     for l, inp in zip(lines, INPUTS[:3]):
         assert l["prompt"].endswith(inp + " target:") and l["prompt"].count(" target:") == 3
         assert "target:" not in l["prediction"]
+
+
+def test_fewshot_prompt_helpers():
+    from t5x_lite.evaluation import fewshot
+    assert fewshot.common_input_prefix(INPUTS) == "translate English to German:"
+    assert fewshot.common_input_prefix(["a b", "c d"]) == ""
+    cut = fewshot.make_cutter(["target:", "translate English to German:"])
+    assert cut(" Datei öffnen translate English to German: Quit target: x") == "Datei öffnen"
+    assert cut("Seite drucken") == "Seite drucken"
+    vocab = get_vocabulary("builtin")
+    task = TaskRegistry.get("test_eval_cli_copy") if "test_eval_cli_copy" in TaskRegistry.names() else \
+        _register("test_eval_cli_copy", {"validation": [], "train": []})
+    demos = [{"inputs_pretokenized": i, "targets_pretokenized": t} for i, t in zip(INPUTS, TARGETS)]
+    query = [{"inputs_pretokenized": INPUTS[0], "targets_pretokenized": TARGETS[0]}]
+    ids, texts = fewshot.build_prompts(task, query, demos, 2, seed=1)
+    assert texts[0].endswith(INPUTS[0] + " target:") and texts[0].count("target:") == 3
+    assert INPUTS[0] + " target: " + TARGETS[0] not in texts[0]     # never its own answer
+    assert ids[0] == vocab.encode(texts[0])
+    assert fewshot.build_prompts(task, query, demos, 2, seed=1)[1] == texts     # seeded
+    short_ids, short_texts = fewshot.build_prompts(task, query, demos, 4, seed=1, max_prompt_length=30)
+    assert len(short_ids[0]) <= 30 and short_texts[0].endswith(INPUTS[0] + " target:")
