@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import io
 import json
 import lzma
 import os
