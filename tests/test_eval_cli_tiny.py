@@ -117,7 +117,7 @@ def test_infer_text_ids_and_sampling(setup, capsys, tmp_path):
     rows = [json.loads(l) for l in dst.read_text().splitlines()]
     assert rows[0]["id"] == 7 and rows[0]["prediction_ids"] == rows[1]["prediction_ids"]  # EOS appended to text
     direct = decoding.decode(model, decoding.make_prompt("encoder_decoder", [ids]), max_decode_length=6)[0].tolist()
-    assert rows[0]["prediction_ids"] == [t for t in direct if t] or rows[0]["prediction_ids"] == direct[: direct.index(1) + 1]
+    assert rows[0]["prediction_ids"] == (direct[: direct.index(1) + 1] if 1 in direct else direct)
     assert rows[0]["prediction"] == vocab.decode(direct)
     outs = []
     for seed in ("1", "1", "2"):

@@ -236,8 +236,8 @@ def predict(model, prompts: Sequence[Sequence[int]], settings: DecodeSettings, *
                                  temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
                                  rng=jax.random.fold_in(rng, n), finish_rule=settings.finish_rule)
         for row in tokens[: len(chunk)].tolist():
-            out.append(row[: row.index(decoding.EOS_ID) + 1] if decoding.EOS_ID in row else
-                       [t for t in row if t != decoding.PAD_ID])
+            # Up to and including EOS; a row that never ended keeps all its max_decode_length tokens.
+            out.append(row[: row.index(decoding.EOS_ID) + 1] if decoding.EOS_ID in row else row)
     return out
 
 
