@@ -179,7 +179,8 @@ def test_decoder_only_lm_format_and_fewshot(tmp_path, capsys):
                          "--max-decode-length", "5"], capsys)
     assert code == 0, err
     lines = [json.loads(l) for l in open(tmp_path / "o" / lm_name / "predictions.jsonl", encoding="utf-8")]
-    prompt = decoding.make_prompt("decoder_only", [vocab.encode(INPUTS[k] + " target:") + [1] for k in range(3)])
+    assert ex["inputs"].tolist() == vocab.encode(INPUTS[0] + " target:")       # no EOS before the targets
+    prompt = decoding.make_prompt("decoder_only", [vocab.encode(INPUTS[k] + " target:") for k in range(3)])
     direct = decoding.decode(model, prompt, max_decode_length=5)
     assert [l["prediction"] for l in lines] == [vocab.decode(r.tolist()) for r in direct]
     code, _, err = _run(["eval", "--checkpoint", ckpt, "--task", task.name, "--output", str(tmp_path / "f"),

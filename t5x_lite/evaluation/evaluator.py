@@ -127,9 +127,14 @@ def lm_format_task(name: str) -> str:
     # Insert before tokenization: the marker is text.
     idx = next((i for i, p in enumerate(pre) if getattr(p, "__name__", "") == "tokenize"), 0)
     pre.insert(idx, lm_target_marker())
-    data.TaskRegistry.add(data.Task(new, source=base.source, preprocessors=pre,
-                                    output_features=base.output_features, metric_fns=base.metric_fns,
-                                    postprocess_fn=base.postprocess_fn))
+    # No EOS after the inputs: the concatenation is "<inputs> target: <targets> EOS", the paper's text.
+    features = dict(base.output_features)
+    if "inputs" in features:
+        features["inputs"] = dataclasses.replace(features["inputs"], add_eos=False)
+    data.TaskRegistry.add(data.Task(new, source=base.source, preprocessors=pre, output_features=features,
+                                    metric_fns=base.metric_fns, postprocess_fn=base.postprocess_fn,
+                                    description=f"{base.name} in the T5 paper's decoder-only format "
+                                                f"'<inputs> {LM_TARGET_MARKER} <targets>'"))
     return new
 
 
