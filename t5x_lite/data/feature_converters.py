@@ -2,7 +2,9 @@
 
 Each converter
   1. `prepare(example)`: turns one task example into per-stack token arrays ("streams"), trimmed to the
-     stack's length (or a UserError when trimming is off and the example does not fit);
+     stack's length (or a UserError when trimming is off and the example does not fit); None for an
+     example with empty targets (nothing to learn) or, encoder-decoder, empty inputs (nothing to attend
+     to): those are dropped;
   2. the `Packer` places prepared examples into the rows of a batch;
   3. `finalize(rows)`: builds the model features from the packed rows.
 
@@ -75,8 +77,11 @@ class EncDecFeatureConverter(FeatureConverter):
         self.stacks = {"encoder": self._need("inputs"), "decoder": self._need("targets")}
 
     def prepare(self, ex):
-        return {"encoder": {"tokens": _trim(self._tokens(ex, "inputs"), self.stacks["encoder"], "inputs", self.trim)},
-                "decoder": {"tokens": _trim(self._tokens(ex, "targets"), self.stacks["decoder"], "targets", self.trim)}}
+        inputs, targets = self._tokens(ex, "inputs"), self._tokens(ex, "targets")
+        if len(inputs) == 0 or len(targets) == 0:
+            return None   # nothing to attend to / nothing to learn (and it would break segment pairing)
+        return {"encoder": {"tokens": _trim(inputs, self.stacks["encoder"], "inputs", self.trim)},
+                "decoder": {"tokens": _trim(targets, self.stacks["decoder"], "targets", self.trim)}}
 
     def finalize(self, rows):
         enc, dec = rows["encoder"], rows["decoder"]
@@ -99,7 +104,10 @@ class LMFeatureConverter(FeatureConverter):
         self.stacks = {"decoder": self._need("targets")}
 
     def prepare(self, ex):
-        return {"decoder": {"tokens": _trim(self._tokens(ex, "targets"), self.stacks["decoder"], "targets", self.trim)}}
+        targets = self._tokens(ex, "targets")
+        if len(targets) == 0:
+            return None
+        return {"decoder": {"tokens": _trim(targets, self.stacks["decoder"], "targets", self.trim)}}
 
     def finalize(self, rows):
         dec = rows["decoder"]
@@ -121,6 +129,8 @@ class PrefixLMFeatureConverter(FeatureConverter):
 
     def prepare(self, ex):
         inputs, targets = self._tokens(ex, "inputs"), self._tokens(ex, "targets")
+        if len(targets) == 0:
+            return None
         tokens = np.concatenate([inputs, targets]).astype(np.int32)
         loss = np.concatenate([np.zeros(len(inputs), np.int32), np.ones(len(targets), np.int32)])
         causal = (np.arange(len(tokens)) <= len(inputs)).astype(np.int32)
@@ -151,6 +161,8 @@ class EncoderFeatureConverter(FeatureConverter):
         if len(inputs) != len(targets):
             raise UserError("the encoder_only converter needs an MLM task (inputs and targets of equal length, "
                             f"got {len(inputs)} and {len(targets)}): use e.g. builtin_mlm")
+        if len(inputs) == 0:
+            return None
         weights = np.asarray(ex["loss_weights"], np.int32) if "loss_weights" in ex else (inputs != targets).astype(np.int32)
         n = self.stacks["encoder"]
         inputs = _trim(inputs, n, "inputs", self.trim)

@@ -243,6 +243,8 @@ class Pipeline:
                 self._done = True
                 break
             prepared = self.converter.prepare(ex)
+            if prepared is None:
+                continue
             if not self.packer.try_add(prepared):
                 self._pending, self._pending_state = prepared, state
                 break
