@@ -264,6 +264,16 @@ def test_every_document_filtered_is_user_error(registered):
         next(pipe(name))
 
 
+def test_every_example_without_targets_is_user_error(registered, monkeypatch):
+    import t5x_lite.data.pipeline as pipeline_lib
+    monkeypatch.setattr(pipeline_lib, "_MAX_CONSECUTIVE_DROPS", 50)
+    rows = [{"inputs": "some text", "targets": ""}] * 5
+    name = registered(Task("t_no_targets", InMemorySource({"train": rows}), [pp.tokenize],
+                           {"inputs": Feature(VOCAB), "targets": Feature(VOCAB)}))
+    with pytest.raises(UserError, match="empty targets"):
+        next(pipe(name))
+
+
 def test_missing_file(registered, tmp_path):
     feats = {"targets": Feature(VOCAB)}
     name = registered(Task("t_missing", TextLineSource({"train": str(tmp_path / "nope*.txt")}),

@@ -31,6 +31,7 @@ DOCS_PER_BLOCK = 32   # documents per grain element before ConcatAndSplit (amort
 # grain silently skips None elements (and would spin forever on a source whose every document is filtered);
 # the document stage returns this marker instead so that we can count filtered documents ourselves.
 _FILTERED = "__filtered__"
+_MAX_CONSECUTIVE_DROPS = 10_000
 _STAGE_DOCUMENT, _STAGE_CHUNK, _STAGE_MIXTURE = 0, 1, 2
 
 
@@ -225,6 +226,7 @@ class Pipeline:
         self._pending_state = None    # the example stream's state before that example
         self._batches = 0
         self._done = False
+        self._dropped = 0
 
     def __iter__(self):
         return self
@@ -244,7 +246,12 @@ class Pipeline:
                 break
             prepared = self.converter.prepare(ex)
             if prepared is None:
+                self._dropped += 1
+                if self._dropped > _MAX_CONSECUTIVE_DROPS:
+                    raise UserError(f"{_MAX_CONSECUTIVE_DROPS} examples in a row had empty targets (or empty "
+                                    f"inputs for {self.converter.name}): check the task's preprocessors")
                 continue
+            self._dropped = 0
             if not self.packer.try_add(prepared):
                 self._pending, self._pending_state = prepared, state
                 break
