@@ -48,8 +48,15 @@ def _get_path(config, dotted: str):
     return node
 
 
+def _value(config, key: str):
+    try:
+        return _get_path(config, key)
+    except KeyError:
+        raise UserError(f"config is missing key {key}") from None
+
+
 def _int(config, key: str, minimum: int) -> int:
-    value = _get_path(config, key)
+    value = _value(config, key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise UserError(f"config {key} must be an integer, got {value!r}")
     if value < minimum:
@@ -58,14 +65,14 @@ def _int(config, key: str, minimum: int) -> int:
 
 
 def _choice(config, key: str, choices: Sequence[str]) -> str:
-    value = _get_path(config, key)
+    value = _value(config, key)
     if value not in choices:
         raise UserError(f"config {key} must be one of {'|'.join(choices)}, got {value!r}")
     return value
 
 
 def _float_range(config, key: str, lo: float, hi: float) -> float:
-    value = _get_path(config, key)
+    value = _value(config, key)
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -94,6 +101,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _int(config, "train.keep_checkpoints", 1)
     _int(config, "train.num_microbatches", 1)
     _int(config, "data.batch_size", 1)
+    if not isinstance(_value(config, "data.pack"), bool):
+        raise UserError(f"config data.pack must be True or False, got {config.data.pack!r}")
     _choice(config, "train.loss_normalization", ("sum", "mean"))
     _float_range(config, "train.z_loss", 0.0, float("inf"))
     _float_range(config, "train.label_smoothing", 0.0, 1.0)
@@ -102,13 +111,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _choice(config, "optimizer.schedule", ("rsqrt", "linear", "cosine", "constant"))
     _float_range(config, "optimizer.learning_rate", 1e-30, float("inf"))
     _int(config, "optimizer.warmup_steps", 0)
-    fl = config.data.feature_lengths
+    fl = _value(config, "data.feature_lengths")
     for k in fl:
         _int(config, f"data.feature_lengths.{k}", 1)
-    if not isinstance(config.data.task, str) or not config.data.task:
+    if not isinstance(_value(config, "data.task"), str) or not config.data.task:
         raise UserError(f"config data.task must be a task or mixture name, got {config.data.task!r}")
     for axis in ("data", "fsdp", "tensor"):
-        v = _get_path(config, f"mesh.{axis}")
+        v = _value(config, f"mesh.{axis}")
         if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and v != -1):
             raise UserError(f"config mesh.{axis} must be a positive integer or -1, got {v!r}")
     if config.train.num_microbatches > 1 and config.data.batch_size % config.train.num_microbatches:
