@@ -101,6 +101,7 @@ class ExampleStream:
                 return {feature: tokens, "_docs": len(block)}
 
             ds = ds.batch(docs_per_block, batch_fn=join_block)
+            prefetch = max(2, prefetch // 8)   # blocks are 32x larger elements: keep read-ahead moderate
         self._docs = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
         self._it = iter(self._docs)
         # ConcatAndSplit cursor: the current document's tokens, the grain state before it, our offset.
