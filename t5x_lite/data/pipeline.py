@@ -135,6 +135,14 @@ class ExampleStream:
         return self._next_chunk()
 
     def _next_chunk(self) -> dict:
+        while True:   # a chunk preprocessor may drop a chunk (returns None): take the next one
+            chunk, ctx = self._read_chunk()
+            out = _apply(self.chunk_fns, chunk, ctx)
+            if out is not None:
+                return out
+
+    def _read_chunk(self) -> tuple[dict, Context]:
+        """The next `chunk_length` tokens of the concatenated document stream (shorter only at the end)."""
         feature, length = self.split_step.feature, self.chunk_length
         pieces, have = [], 0
         while have < length:
@@ -153,11 +161,9 @@ class ExampleStream:
             pieces.append(self._doc_tokens[self._offset:self._offset + take])
             self._offset += take
             have += take
-        chunk = {feature: np.concatenate(pieces).astype(np.int32)}
         ctx = Context(self.seed, _STAGE_CHUNK, self._chunk, self.feature_lengths, self.task.output_features, self.split)
         self._chunk += 1
-        out = _apply(self.chunk_fns, chunk, ctx)
-        return out if out is not None else self._next_chunk()
+        return {feature: np.concatenate(pieces).astype(np.int32)}, ctx
 
     # -- state ---------------------------------------------------------------------------------
     def get_state(self) -> dict:
