@@ -139,3 +139,29 @@ def test_weighted_sums_ignore_padding():
     out = losses.weighted_sums(logits, jnp.array([[1, 2, 0, 0]]), jnp.array([[1.0, 1.0, 0.0, 0.0]]), z_loss=0.0)
     assert float(out["weight_sum"]) == 2.0
     assert float(out["loss_sum"]) == pytest.approx(2 * math.log(5), rel=1e-6)
+
+
+# ---------------------------------------------------------------- MFU
+
+def test_peak_table_and_mfu():
+    from t5x_lite.train import metrics
+    assert metrics.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
+    assert metrics.peak_flops_per_device("NVIDIA H200") == 989e12
+    assert metrics.peak_flops_per_device("NVIDIA A100-SXM4-80GB") == 312e12
+    assert metrics.peak_flops_per_device("TPU v4") == 275e12
+    assert metrics.peak_flops_per_device("TPU v5 lite") == 197e12
+    assert metrics.peak_flops_per_device("TPU v5p") == 459e12
+    assert metrics.peak_flops_per_device("TPU v6 lite") == 918e12
+    assert metrics.peak_flops_per_device("cpu", "float32") == 110e9
+    assert metrics.peak_flops_per_device("some new chip") is None
+    # CPU: the host's 110 GFLOP/s are shared by all emulated devices, so MFU does not depend on their number
+    assert metrics.mfu(55e9, 1.0, "float32") == pytest.approx(0.5)
+
+
+def test_flops_per_step_uses_the_models_count():
+    from t5x_lite.models import flops_per_step
+    from t5x_lite.models.config import ModelConfig
+    from t5x_lite.train import metrics
+    cfg = ModelConfig(vocab_size=256, d_model=64, num_heads=2, d_kv=16, d_ff=128, num_encoder_layers=1,
+                      num_decoder_layers=1)
+    assert metrics.model_flops_per_step(cfg, 8, {"inputs": 32, "targets": 8}) == flops_per_step(cfg, 8, 32, 8)
