@@ -21,21 +21,28 @@ def _model(**kw):
 
 
 def _reference_greedy(model, prompt):
+    """Argmax loop over full forward passes at one fixed (padded) length: with causal decoder
+    attention, positions after t do not change the logits at t."""
     arch, prefix = model.config.architecture, model.config.decoder_mask == "prefix"
+    logits_fn = nnx.jit(lambda m, batch: model_logits(m, batch))
+    n = len(prompt)
     out = []
     for _ in range(L):
         if arch == "encoder_decoder":
-            dec = np.array([[0] + out], np.int32)
+            dec = np.zeros((1, L + 1), np.int32)
+            dec[0, 1:1 + len(out)] = out
             batch = {"encoder_input_tokens": np.array([prompt], np.int32), "decoder_input_tokens": dec,
                      "decoder_target_tokens": np.ones_like(dec)}
+            at = len(out)
         else:
-            seq = [0] + prompt + out
-            dec = np.array([seq], np.int32)
+            dec = np.zeros((1, 1 + n + L), np.int32)
+            dec[0, 1:1 + n + len(out)] = prompt + out
             batch = {"decoder_input_tokens": dec, "decoder_target_tokens": np.ones_like(dec)}
             if prefix:
-                batch["decoder_causal_attention"] = (np.arange(len(seq)) <= len(prompt)).astype(np.int32)[None]
-        logits = np.asarray(model_logits(model, batch))
-        out.append(int(np.argmax(logits[0, -1])))
+                batch["decoder_causal_attention"] = (np.arange(dec.shape[1]) <= n).astype(np.int32)[None]
+            at = n + len(out)
+        logits = np.asarray(logits_fn(model, batch))
+        out.append(int(np.argmax(logits[0, at])))
         if out[-1] == decoding.EOS_ID:
             break
     return out + [0] * (L - len(out))

@@ -79,6 +79,11 @@ class Toy:
         return out
 
 
+def jitted(fn, *args, **kw):
+    """Run a decoding function under jax.jit (static settings closed over)."""
+    return jax.jit(lambda *a: fn(*a, **kw))(*args)
+
+
 def bp(alpha, n):
     return ((5.0 + n) / 6.0) ** alpha
 
@@ -147,7 +152,8 @@ def test_beam_best_equals_exhaustive_best_small_beam_on_peaked_model():
     toy = Toy(make_table(vocab, 11, eos_boost=1.0, scale=4.0))
     starts = np.arange(8, dtype=np.int32) * 9
     logits0, state = toy.init(starts)
-    out = decoding.beam_search(logits0, state, toy.step, max_decode_length=L, beam_size=4, alpha=alpha)
+    out = jitted(lambda l, s, **kw: decoding.beam_search(l, s, toy.step, **kw), logits0, state,
+                 max_decode_length=L, beam_size=4, alpha=alpha)
     hits = 0
     for b, h0 in enumerate(starts):
         finished = [s for s in toy.all_sequences(vocab, L) if s[-1] == EOS]
@@ -163,10 +169,11 @@ def test_beam_without_finished_returns_live_beams_and_size_one_is_greedy():
     toy = Toy(table)
     starts = np.array([1, 2, 3], np.int32)
     logits0, state = toy.init(starts)
-    out = decoding.beam_search(logits0, state, toy.step, max_decode_length=L, beam_size=K, alpha=0.6)
-    greedy = decoding.greedy_search(logits0, state, toy.step, max_decode_length=L)
-    beam1 = decoding.beam_search(logits0, state, toy.step, max_decode_length=L, beam_size=1, alpha=0.6,
-                                 finish_rule="hf")
+    beam = lambda l, s, **kw: decoding.beam_search(l, s, toy.step, **kw)
+    out = jitted(beam, logits0, state, max_decode_length=L, beam_size=K, alpha=0.6)
+    greedy = jitted(lambda l, s, **kw: decoding.greedy_search(l, s, toy.step, **kw), logits0, state,
+                    max_decode_length=L)
+    beam1 = jitted(beam, logits0, state, max_decode_length=L, beam_size=1, alpha=0.6, finish_rule="hf")
     np.testing.assert_array_equal(np.asarray(beam1.tokens)[:, 0], np.asarray(greedy.tokens))
     tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
     for b, h0 in enumerate(starts):
@@ -199,7 +206,8 @@ def sampler():
                 l, s, toy.step, r, max_decode_length=L, temperature=temperature, top_k=top_k, top_p=top_p))
         return np.asarray(cache[key](jax.random.key(seed), logits0, state).tokens)
 
-    greedy = np.asarray(decoding.greedy_search(logits0, state, toy.step, max_decode_length=L).tokens)
+    greedy = np.asarray(jitted(lambda l, s, **kw: decoding.greedy_search(l, s, toy.step, **kw), logits0, state,
+                               max_decode_length=L).tokens)
     return toy, starts, sample, greedy
 
 
@@ -260,8 +268,8 @@ def test_sampling_frequencies_follow_the_filtered_softmax():
     state = {"x": jnp.zeros((n, 1))}
     step = lambda s, t: (jnp.zeros((n, vocab)), s)
     for temperature, top_k in [(1.0, 0), (0.5, 3)]:
-        out = decoding.temperature_sample(logits, state, step, jax.random.key(0), max_decode_length=1,
-                                          temperature=temperature, top_k=top_k)
+        out = jitted(lambda l, s, r, **kw: decoding.temperature_sample(l, s, step, r, **kw), logits, state,
+                     jax.random.key(0), max_decode_length=1, temperature=temperature, top_k=top_k)
         freq = np.bincount(np.asarray(out.tokens)[:, 0], minlength=vocab) / n
         x = np.asarray(logits[0]) / temperature
         if top_k:
