@@ -104,11 +104,10 @@ def test_prefix_mask_visibility():
 
 
 def test_dropout_uses_explicit_key():
-    cfg = ModelConfig(architecture="encoder_decoder", dropout_rate=0.3, **TINY)
+    cfg = ModelConfig(architecture="decoder_only", dropout_rate=0.3, **TINY)
     model = build_model(cfg, nnx.Rngs(4))
     rng = np.random.RandomState(4)
-    batch = {"encoder_input_tokens": rng.randint(2, 61, (2, 7)).astype(np.int32),
-             "decoder_input_tokens": rng.randint(2, 61, (2, 5)).astype(np.int32)}
+    batch = {"decoder_input_tokens": rng.randint(2, 61, (2, 5)).astype(np.int32)}
     k1, k2 = jax.random.key(1), jax.random.key(2)
     f = nnx.jit(model_logits, static_argnames="deterministic")
     det = np.asarray(f(model, batch, deterministic=True))
