@@ -97,8 +97,14 @@ def _cluster_detected() -> bool:
     env = os.environ
     slurm = "SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1
     mpi = int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-    # Multi-host TPU slices export the worker list; single-host TPU VMs don't need it.
+    # GKE TPU slices export the worker list; on Cloud TPU VMs JAX reads the metadata server
+    # (jax.distributed.initialize() is harmless on a single-host TPU VM too).
     tpu = len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+    try:  # a cheap file check inside JAX, no network
+        from jax._src.clusters.cloud_tpu_cluster import running_in_cloud_tpu_vm
+        tpu = tpu or bool(running_in_cloud_tpu_vm)
+    except Exception:
+        pass
     return slurm or mpi or tpu
 
 
