@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from t5x_lite.models import ModelConfig, build_model, classification_logits, model_logits
+from t5x_lite.models.layers import dropout, dropout_keep
 
 TINY = dict(vocab_size=61, d_model=32, num_heads=4, d_kv=8, d_ff=48, num_encoder_layers=2, num_decoder_layers=2)
 
@@ -118,6 +119,15 @@ def test_dropout_uses_explicit_key():
     assert np.abs(a - b).max() > 1e-3 and np.abs(a - det).max() > 1e-3
     with pytest.raises(ValueError, match="dropout_rng"):
         model_logits(model, batch, deterministic=False)
+
+
+def test_dropout_keep_rate():
+    keep = np.asarray(dropout_keep(jax.random.key(0), 0.3, (4, 8, 16, 16)))
+    assert keep.shape == (4, 8, 16, 16) and abs(keep.mean() - 0.7) < 0.02
+    x = np.ones((64, 64), np.float32)
+    y = np.asarray(dropout(x, 0.25, jax.random.key(1), False))
+    assert set(np.unique(y).tolist()) <= {0.0, float(np.float32(1.0) / np.float32(0.75))}
+    assert abs(y.mean() - 1.0) < 0.05
 
 
 def test_classification_head_pools_first_example_only():

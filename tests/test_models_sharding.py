@@ -56,7 +56,7 @@ def _expected_specs(params, scan):
     ]
 
 
-CFG = ModelConfig(architecture="encoder_decoder", **TINY)
+CFG = ModelConfig(architecture="encoder_decoder", dropout_rate=0.1, **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,14 @@ def test_sharded_init_and_forward(mesh, sharded):
         logits = nnx.jit(model_logits)(model, batch)
         assert logits.sharding.spec == P(("data", "fsdp"), None, "tensor")
         logits = np.asarray(logits)
+        # dropout masks do not depend on the sharding (partitionable Threefry)
+        key = jax.random.key(5)
+        dropped = np.asarray(nnx.jit(model_logits, static_argnames="deterministic")(
+            model, batch, deterministic=False, dropout_rng=key))
     np.testing.assert_allclose(logits, np.asarray(model_logits(single, batch)), atol=1e-5, rtol=0)
+    single_dropped = np.asarray(model_logits(single, batch, deterministic=False, dropout_rng=key))
+    assert np.abs(single_dropped - logits).max() > 1e-3
+    np.testing.assert_allclose(dropped, single_dropped, atol=1e-5, rtol=0)
 
 
 def test_scanned_params_get_a_replicated_layers_axis(mesh):

@@ -54,10 +54,12 @@ def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
 
 def make_param(rngs: nnx.Rngs, init, shape: tuple[int, ...], names: tuple[str, ...], dtype) -> nnx.Param:
     """A parameter with logical axis names.  Under a mesh (jax.set_mesh) it is
-    sharded eagerly (init inside jax.jit gives sharded arrays); without one it
+    sharded eagerly (init inside jax.jit gives sharded arrays) unless eager
+    sharding is switched off (nnx.use_eager_sharding(False)); without a mesh it
     only records the names (nnx.get_partition_spec still reads them)."""
     assert len(shape) == len(names), (shape, names)
-    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names, eager_sharding=_mesh_active())
+    eager = _mesh_active() and nnx.using_eager_sharding()
+    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names, eager_sharding=eager)
 
 
 def normal(std: float):
@@ -65,14 +67,33 @@ def normal(std: float):
 
 
 # --------------------------------------------------------------------------- dropout
+def dropout_keep(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
+    """Boolean keep-mask ~ Bernoulli(1 - rate) from raw random bits.  Callers draw
+    the masks of several same-shaped dropout sites at once (a leading site axis):
+    every draw inlines a Threefry hash, and fewer draws compile much faster."""
+    threshold = np.uint32(min(int(round((1.0 - rate) * 2.0 ** 32)), 2 ** 32 - 1))
+    # Drawn as 2-D (leading dim, rest) and reshaped: partitionable Threefry on
+    # 4-D attention shapes compiles several times slower on CPU; the leading
+    # (batch or site) dim stays shardable through the reshape.
+    shape = tuple(shape)
+    flat = (shape[0], math.prod(shape[1:])) if len(shape) > 1 else shape
+    return (jax.random.bits(key, flat, jnp.uint32) < threshold).reshape(shape)
+
+
+def apply_keep(x: jax.Array, keep: jax.Array | None, rate: float) -> jax.Array:
+    """Inverted dropout with a precomputed keep-mask (None = no dropout)."""
+    if keep is None:
+        return x
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
 def dropout(x: jax.Array, rate: float, key: jax.Array | None, deterministic: bool) -> jax.Array:
     """Inverted dropout with an explicit key (models hold no RNG state)."""
     if deterministic or rate == 0.0:
         return x
     if key is None:
         raise ValueError("dropout needs a dropout_rng key when deterministic=False and dropout_rate > 0")
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+    return apply_keep(x, dropout_keep(key, rate, x.shape), rate)
 
 
 # --------------------------------------------------------------------------- basic layers

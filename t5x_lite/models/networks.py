@@ -21,7 +21,7 @@ from flax import nnx
 
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.layers import (DTYPES, Dense, Embed, MultiHeadAttention, Mlp, RelativePositionBias,
-                                    RMSNorm, attention_mask, constrain, dropout, make_param, normal,
+                                    RMSNorm, apply_keep, attention_mask, constrain, dropout_keep, make_param,
                                     padding_or_segments, sinusoidal_positions)
 
 REMAT_POLICIES = ("none", "full", "dots_saveable")
@@ -29,6 +29,17 @@ REMAT_POLICIES = ("none", "full", "dots_saveable")
 
 def _split(key, n):
     return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def _residual_masks(key, rate, deterministic, n, shape):
+    """Keep-masks [n, *shape] for the n residual-branch dropout sites that share
+    x's shape (one random draw), or [None] * n without dropout."""
+    if deterministic or rate == 0.0:
+        return [None] * n
+    if key is None:
+        raise ValueError("dropout needs a dropout_rng key when deterministic=False and dropout_rate > 0")
+    keep = dropout_keep(key, rate, (n,) + tuple(shape))
+    return [keep[i] for i in range(n)]
 
 
 # --------------------------------------------------------------------------- one layer
@@ -67,20 +78,22 @@ class TransformerLayer(nnx.Module):
         """x [B, L, D] -> [B, L, D].  `encoded` [B, Lin, D] enables cross-attention
         (the shared enc-dec runs its encoder pass through decoder blocks with
         encoded=None, i.e. minus cross-attention)."""
-        k = _split(key, 7)
+        k = _split(key, 4)
         r, det = self.rate, deterministic
+        # residual-branch sites: after self-attention, (cross-attention,) MLP
+        res = _residual_masks(k[3], r, det, 3 if encoded is not None else 2, x.shape)
         norm, attn = self._self()
         h = norm(x)
         y = attn(h, h, self_bias, self_mask, dropout_rate=r, key=k[0], deterministic=det)
-        x = x + dropout(y, r, k[1], det)
+        x = x + apply_keep(y, res[0], r)
         if encoded is not None:
             h = self.pre_cross_attention_layer_norm(x)
-            y = self.encoder_decoder_attention(h, encoded, None, cross_mask, dropout_rate=r, key=k[2],
+            y = self.encoder_decoder_attention(h, encoded, None, cross_mask, dropout_rate=r, key=k[1],
                                                deterministic=det)
-            x = x + dropout(y, r, k[3], det)
+            x = x + apply_keep(y, res[1], r)
         h = self.pre_mlp_layer_norm(x)
-        y = self.mlp(h, dropout_rate=r, key=k[4], deterministic=det)
-        x = x + dropout(y, r, k[5], det)
+        y = self.mlp(h, dropout_rate=r, key=k[2], deterministic=det)
+        x = x + apply_keep(y, res[-1], r)
         return constrain(x, ("batch", "length", "act_embed"))
 
     def cross_kv(self, encoded):
@@ -177,8 +190,9 @@ class Stack(nnx.Module):
     def __call__(self, x, *, self_bias, self_mask, encoded=None, cross_mask=None, key=None, deterministic=True):
         """Embedded input x [B, L, D] -> normed output [B, L, D] (with the
         embedding dropout before and the final dropout after, as HF T5)."""
-        k_emb, k_layers, k_final = _split(key, 3)
-        x = dropout(x, self.rate, k_emb, deterministic)
+        k_layers, k_outer = _split(key, 2)
+        emb_keep, final_keep = _residual_masks(k_outer, self.rate, deterministic, 2, x.shape)
+        x = apply_keep(x, emb_keep, self.rate)
         layer_keys = None if k_layers is None else jax.random.split(k_layers, self.num_layers)
 
         def fn(layer, x, lk):
@@ -187,7 +201,7 @@ class Stack(nnx.Module):
 
         x, _ = self.run_layers(fn, x, layer_keys)
         x = self.final_norm(x)
-        return dropout(x, self.rate, k_final, deterministic)
+        return apply_keep(x, final_keep, self.rate)
 
 
 # --------------------------------------------------------------------------- shared pieces of the networks
