@@ -17,6 +17,16 @@ TINY = ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.mod
         "--config.train.checkpoint_every=2", "--config.mesh.data=2", "--config.mesh.fsdp=2"]
 
 
+def _jax_cache_env(env):
+    """Share compiled executables between the test's subprocesses (JAX's persistent cache):
+    the same tiny model is compiled once instead of once per run."""
+    import tempfile
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    return env
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -25,7 +35,7 @@ def _free_port():
 
 def _launch(workdir, num_steps):
     port = _free_port()
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="2")
+    env = _jax_cache_env(dict(os.environ, JAX_NUM_CPU_DEVICES="2"))
     procs = [subprocess.Popen(
         [sys.executable, "-m", "t5x_lite.cli", "train", "--workdir", str(workdir), *TINY,
          f"--config.train.num_steps={num_steps}", f"--coordinator_address=127.0.0.1:{port}",

@@ -23,12 +23,22 @@ TINY = ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.mod
         "--config.train.num_steps=14", "--config.train.checkpoint_every=4", "--config.train.keep_checkpoints=10"]
 
 
+def _jax_cache_env(env):
+    """Share compiled executables between the test's subprocesses (JAX's persistent cache):
+    the same tiny model is compiled once instead of once per run."""
+    import tempfile
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    return env
+
+
 def _cmd(workdir):
     return [sys.executable, "-m", "t5x_lite.cli", "train", "--workdir", str(workdir), *TINY]
 
 
 def _env(**extra):
-    env = dict(os.environ)
+    env = _jax_cache_env(dict(os.environ))
     env["JAX_NUM_CPU_DEVICES"] = "1"  # one device: the fastest compile (sharding is tested elsewhere)
     env.update(extra)
     return env
