@@ -2,7 +2,6 @@
 losses on an 8-device (data=2, fsdp=2, tensor=2) mesh as on one device."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import AxisType, PartitionSpec as P

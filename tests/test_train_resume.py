@@ -27,7 +27,8 @@ def _jax_cache_env(env):
     """Share compiled executables between the test's subprocesses (JAX's persistent cache):
     the same tiny model is compiled once instead of once per run."""
     import tempfile
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}"))
+    cache = os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}")
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     return env
