@@ -17,6 +17,7 @@ made by HF itself (no torch needed here):
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -87,18 +88,20 @@ def test_logits_and_cached_decoding_match_hf(name):
                       tie_embeddings=c["tie_word_embeddings"], layer_norm_epsilon=c["layer_norm_epsilon"],
                       relative_attention_num_buckets=c["relative_attention_num_buckets"],
                       relative_attention_max_distance=c["relative_attention_max_distance"])
-    model = build_model(cfg, nnx.Rngs(0))
-    state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, _hf_to_ours(load_file(os.path.join(d, "model.safetensors")), cfg))
-    nnx.update(model, state)
+    # shapes only (no random init), then the HF weights
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, _hf_to_ours(
+        load_file(os.path.join(d, "model.safetensors")), cfg)))
+    model = nnx.merge(graphdef, state)
     enc = (ref["encoder_input_ids"] * ref["encoder_attention_mask"]).astype(np.int32)
     dec = ref["decoder_input_tokens"].astype(np.int32)
-    logits = np.asarray(model_logits(model, {"encoder_input_tokens": enc, "decoder_input_tokens": dec}))
+    logits = np.asarray(nnx.jit(model_logits)(model, {"encoder_input_tokens": enc, "decoder_input_tokens": dec}))
     real = ref["decoder_loss_weights"] > 0
     np.testing.assert_allclose(logits[real], ref["logits"][real], atol=2e-5, rtol=1e-5)
     # the KV-cache path agrees with HF too (first 6 target positions, teacher-forced)
-    step_logits, state = init_decode_state(model, {"encoder_input_tokens": enc}, 6)
+    step_logits, state = nnx.jit(init_decode_state, static_argnums=2)(model, {"encoder_input_tokens": enc}, 6)
+    step = nnx.jit(decode_step)
     for t in range(6):
         rows = real[:, t]
         np.testing.assert_allclose(np.asarray(step_logits)[rows], ref["logits"][rows, t], atol=2e-5, rtol=1e-5)
-        step_logits, state = decode_step(model, state, jnp.asarray(dec[:, t + 1]))
+        step_logits, state = step(model, state, jnp.asarray(dec[:, t + 1]))

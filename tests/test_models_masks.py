@@ -141,3 +141,21 @@ def test_classification_head_pools_first_example_only():
                                                       "encoder_positions": pos}))
     assert alone.shape == (1, 3)
     np.testing.assert_allclose(packed, alone, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_compute_close_to_float32():
+    """dtype=bfloat16 computes in bf16 (params stay float32) and returns float32
+    logits close to the float32 model's; learned positions reject long inputs."""
+    cfg = ModelConfig(architecture="decoder_only", position_embedding="learned", max_position_embeddings=16, **TINY)
+    f32 = build_model(cfg, nnx.Rngs(6))
+    bf16 = build_model(ModelConfig(**{**cfg.to_dict(), "dtype": "bfloat16"}), nnx.Rngs(6))
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(nnx.state(bf16, nnx.Param)))
+    tok = np.random.RandomState(6).randint(2, 61, (2, 9)).astype(np.int32)
+    a = np.asarray(model_logits(f32, {"decoder_input_tokens": tok}))
+    b = model_logits(bf16, {"decoder_input_tokens": tok})
+    assert b.dtype == np.float32
+    b = np.asarray(b)
+    assert 0 < np.abs(a - b).max() < 0.1 * np.abs(a).max()
+    from t5x_lite.errors import UserError
+    with pytest.raises(UserError, match="max_position_embeddings"):
+        model_logits(f32, {"decoder_input_tokens": np.ones((1, 17), np.int32)})

@@ -24,10 +24,11 @@ def _batch(arch, rng):
     return b
 
 
-def _load(model, params):
-    state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
+def _with_params(cfg, params):
+    """A model of cfg holding `params` (built from shapes only: no random init to compile)."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0))))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+    return nnx.merge(graphdef, state)
 
 
 @pytest.mark.parametrize("arch,extra", [("encoder_decoder", {}),
@@ -36,13 +37,15 @@ def _load(model, params):
 def test_scanned_equals_unscanned(arch, extra):
     cfg = ModelConfig(architecture=arch, **TINY, **extra)
     flat = build_model(cfg, nnx.Rngs(0))
-    scanned = build_model(ModelConfig(**{**cfg.to_dict(), "scan_layers": True}), nnx.Rngs(1))
+    scan_cfg = ModelConfig(**{**cfg.to_dict(), "scan_layers": True})
     p_flat = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(flat, nnx.Param)))
     p_scan = scan_params(p_flat)
     stack = "decoder" if arch != "encoder_only" else "encoder"
     assert "layers" in p_scan[stack] and "layers_0" not in p_scan[stack]
-    assert jax.tree.structure(p_scan) == jax.tree.structure(nnx.to_pure_dict(nnx.state(scanned, nnx.Param)))
-    _load(scanned, p_scan)
+    abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build_model(scan_cfg, nnx.Rngs(0))), nnx.Param))
+    assert jax.tree.structure(p_scan) == jax.tree.structure(abstract)
+    assert jax.tree.map(np.shape, p_scan) == jax.tree.map(lambda a: a.shape, abstract)
+    scanned = _with_params(scan_cfg, p_scan)
     batch = _batch(arch, np.random.RandomState(0))
     a = np.asarray(model_logits(flat, batch))
     b = np.asarray(model_logits(scanned, batch))
@@ -76,10 +79,9 @@ def test_remat_policies_same_loss_and_grads(dropout_rate, runs):
     for policy, scan in runs:
         cfg = ModelConfig(architecture="decoder_only", decoder_mask="prefix", dropout_rate=dropout_rate,
                           remat_policy=policy, scan_layers=scan, **TINY)
-        model = build_model(cfg, nnx.Rngs(0))
         if params is None:
-            params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-        _load(model, scan_params(params) if scan else params)
+            params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(build_model(cfg, nnx.Rngs(0)), nnx.Param)))
+        model = _with_params(cfg, scan_params(params) if scan else params)
         loss, grads = _loss_and_grads(model, batch, targets, key)
         results[(policy, scan)] = (loss, unscan_params(grads) if scan else grads)
     ref_loss, ref_grads = results[("none", False)]

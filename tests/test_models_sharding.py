@@ -23,12 +23,11 @@ def mesh():
 
 
 def _single_device_copy(cfg, sharded_model):
-    params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(sharded_model, nnx.Param)))
-    model = build_model(cfg, nnx.Rngs(123))
-    state = nnx.state(model, nnx.Param)
+    params = jax.tree.map(lambda a: jax.numpy.asarray(np.asarray(a)),
+                          nnx.to_pure_dict(nnx.state(sharded_model, nnx.Param)))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0))))   # shapes only
     nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
-    return model
+    return nnx.merge(graphdef, state)
 
 
 def _spec(arr):

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from t5x_lite.errors import UserError
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.layers import (DTYPES, Dense, Embed, MultiHeadAttention, Mlp, RelativePositionBias,
                                     RMSNorm, apply_keep, attention_mask, constrain, dropout_keep, make_param,
@@ -221,6 +222,9 @@ class _Network(nnx.Module):
         `positions` (restarting per packed example) or 0..L-1."""
         cfg = self.config
         x = self.token_embedder(tokens)
+        if cfg.position_embedding == "learned" and tokens.shape[1] > cfg.max_position_embeddings:
+            raise UserError(f"sequence length {tokens.shape[1]} exceeds model.max_position_embeddings="
+                            f"{cfg.max_position_embeddings} (learned absolute positions)")
         if cfg.position_embedding != "relative":
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
