@@ -33,6 +33,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from t5x_lite.errors import UserError
 from t5x_lite.models.networks import DecoderOnly, EncoderDecoder, EncoderOnly, Stack
 
 
@@ -117,7 +118,7 @@ def init_decode_state(model, prompt: dict, max_decode_length: int):
         state = {"cache_k": ck, "cache_v": cv, "index": lengths + 1}
         return model.logits(last, stack), state
     if isinstance(model, EncoderOnly):
-        raise ValueError("encoder_only models do not decode")
+        raise UserError("encoder_only models cannot decode (use an encoder_decoder or decoder_only model)")
     raise TypeError(f"not a t5x_lite model: {type(model).__name__}")
 
 
@@ -127,5 +128,7 @@ def decode_step(model, state: dict, tokens):
         return _step(model, model.decoder, state, jnp.asarray(tokens), False)
     if isinstance(model, DecoderOnly):
         return _step(model, model.decoder, state, jnp.asarray(tokens), model.prefix)
+    if isinstance(model, EncoderOnly):
+        raise UserError("encoder_only models cannot decode (use an encoder_decoder or decoder_only model)")
     raise TypeError(f"{type(model).__name__} does not decode")
 
