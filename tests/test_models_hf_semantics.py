@@ -78,7 +78,8 @@ def _hf_to_ours(w: dict, cfg: ModelConfig) -> dict:
 def test_logits_and_cached_decoding_match_hf(name):
     from safetensors.numpy import load_file
     d = os.path.join(FIX, name)
-    c = json.load(open(os.path.join(d, "config.json")))
+    with open(os.path.join(d, "config.json")) as f:
+        c = json.load(f)
     ref = np.load(os.path.join(d, "reference.npz"))
     gated = c["feed_forward_proj"].startswith("gated")
     assert c["dense_act_fn"] in (("gelu_new",) if gated else ("relu",))
