@@ -30,11 +30,19 @@ import orbax.checkpoint as ocp
 from t5x_lite.errors import UserError
 
 
-def _manager(directory: str, item_names=("params", "config"), **options) -> ocp.CheckpointManager:
+def _item_handlers(item_names=None) -> dict:
+    """Handlers for every item we may find, so Orbax can read any step's
+    metadata without warning about items it "could not restore"."""
+    json_items = {"config", "data_iter"}
+    return {name: ocp.JsonCheckpointHandler() if name in json_items else ocp.StandardCheckpointHandler()
+            for name in item_names}
+
+
+def _manager(directory: str, **options) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(create=True, **options),
-        item_names=item_names,
+        item_handlers=_item_handlers(TRAIN_ITEMS),
     )
 
 
@@ -133,7 +141,7 @@ class TrainCheckpointer:
             options=ocp.CheckpointManagerOptions(
                 create=True, max_to_keep=keep if keep and keep > 0 else None,
                 enable_async_checkpointing=async_save, cleanup_tmp_directories=True),
-            item_names=TRAIN_ITEMS)
+            item_handlers=_item_handlers(TRAIN_ITEMS))
 
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
