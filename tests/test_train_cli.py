@@ -10,23 +10,14 @@ import pytest
 from t5x_lite.errors import UserError
 from t5x_lite.train import config as config_lib, main as train_main, presets
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from train_helpers import REPO, jax_cache_env
 
 
-def _jax_cache_env(env):
-    """Share compiled executables between the test's subprocesses (JAX's persistent cache):
-    the same tiny model is compiled once instead of once per run."""
-    import tempfile
-    cache = os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    return env
 
 
 def _cli(args, cwd=REPO, timeout=300):
     return subprocess.run([sys.executable, "-m", "t5x_lite.cli", "train", *args], cwd=cwd,
-                          env=_jax_cache_env(dict(os.environ)),
+                          env=jax_cache_env(dict(os.environ)),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -13,28 +13,16 @@ import numpy as np
 
 from t5x_lite.train import checkpoints
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.d_kv=16",
-        "--config.model.d_ff=64", "--config.model.num_encoder_layers=1", "--config.model.num_decoder_layers=1",
-        "--config.model.dropout_rate=0.1", "--config.data.feature_lengths.inputs=32",
-        "--config.data.feature_lengths.targets=8",
+from train_helpers import REPO, TINY_MODEL, jax_cache_env
+TINY = [*TINY_MODEL, "--config.model.dropout_rate=0.1",
         "--config.data.batch_size=4", "--config.train.eval_every=0", "--config.train.log_every=1"]
 
 
-def _jax_cache_env(env):
-    """Share compiled executables between the test's subprocesses (JAX's persistent cache):
-    the same tiny model is compiled once instead of once per run."""
-    import tempfile
-    cache = os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    return env
 
 
 def _run(workdir, *extra, popen=False):
     cmd = [sys.executable, "-m", "t5x_lite.cli", "train", "--workdir", str(workdir), *TINY, *extra]
-    env = _jax_cache_env(dict(os.environ, JAX_NUM_CPU_DEVICES="1"))
+    env = jax_cache_env(dict(os.environ, JAX_NUM_CPU_DEVICES="1"))
     if popen:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)

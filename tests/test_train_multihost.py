@@ -9,23 +9,12 @@ import sys
 
 from t5x_lite.train import checkpoints
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.d_kv=16",
-        "--config.model.d_ff=64", "--config.model.num_encoder_layers=1", "--config.model.num_decoder_layers=1",
-        "--config.data.feature_lengths.inputs=32", "--config.data.feature_lengths.targets=8",
+from train_helpers import REPO, TINY_MODEL, jax_cache_env
+TINY = [*TINY_MODEL,
         "--config.data.batch_size=8", "--config.train.eval_every=0", "--config.train.log_every=1",
         "--config.train.checkpoint_every=2", "--config.mesh.data=2", "--config.mesh.fsdp=2"]
 
 
-def _jax_cache_env(env):
-    """Share compiled executables between the test's subprocesses (JAX's persistent cache):
-    the same tiny model is compiled once instead of once per run."""
-    import tempfile
-    cache = os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    return env
 
 
 def _free_port():
@@ -36,7 +25,7 @@ def _free_port():
 
 def _launch(workdir, num_steps):
     port = _free_port()
-    env = _jax_cache_env(dict(os.environ, JAX_NUM_CPU_DEVICES="2"))
+    env = jax_cache_env(dict(os.environ, JAX_NUM_CPU_DEVICES="2"))
     procs = [subprocess.Popen(
         [sys.executable, "-m", "t5x_lite.cli", "train", "--workdir", str(workdir), *TINY,
          f"--config.train.num_steps={num_steps}", f"--coordinator_address=127.0.0.1:{port}",

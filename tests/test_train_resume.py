@@ -14,24 +14,13 @@ import numpy as np
 
 from t5x_lite.train import checkpoints
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.d_kv=16",
-        "--config.model.d_ff=64", "--config.model.num_encoder_layers=1", "--config.model.num_decoder_layers=1",
+from train_helpers import REPO, TINY_MODEL, jax_cache_env
+TINY = [*TINY_MODEL,
         "--config.model.dropout_rate=0.1",  # dropout on: its keys must replay too
-        "--config.data.feature_lengths.inputs=32", "--config.data.feature_lengths.targets=8",
         "--config.data.batch_size=4", "--config.train.eval_every=0", "--config.train.log_every=1",
         "--config.train.num_steps=40", "--config.train.checkpoint_every=4", "--config.train.keep_checkpoints=10"]
 
 
-def _jax_cache_env(env):
-    """Share compiled executables between the test's subprocesses (JAX's persistent cache):
-    the same tiny model is compiled once instead of once per run."""
-    import tempfile
-    cache = os.path.join(tempfile.gettempdir(), f"t5x_lite_test_jax_cache_{os.getuid()}")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    return env
 
 
 def _cmd(workdir):
@@ -39,7 +28,7 @@ def _cmd(workdir):
 
 
 def _env(**extra):
-    env = _jax_cache_env(dict(os.environ))
+    env = jax_cache_env(dict(os.environ))
     env["JAX_NUM_CPU_DEVICES"] = "1"  # one device: the fastest compile (sharding is tested elsewhere)
     env.update(extra)
     return env
