@@ -76,6 +76,16 @@ def test_parse_errors_are_user_errors(args):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("arg, expected", [
+    ("--config.train.num_stepz=5", "unknown config key 'train.num_stepz' (did you mean train.num_steps?)"),
+    ("--config.trian.num_steps=5", "unknown config key 'trian.num_steps' (did you mean train?)"),
+])
+def test_unknown_override_key_is_named_with_close_matches(arg, expected):
+    with pytest.raises(UserError) as e:
+        train_main.parse_args([arg])
+    assert expected in str(e.value)
+
+
 def test_validation_catches_bad_values():
     config, _ = train_main.parse_args([])
     config_lib.validate(config)

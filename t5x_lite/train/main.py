@@ -64,7 +64,7 @@ def parse_args(argv: list[str]):
     except UserError:
         raise
     except BaseException as e:  # absl/ml_collections raise many types, some multi-line
-        raise UserError(f"bad flag or config: {_one_line(e)}") from None
+        raise UserError(f"bad flag or config: {_one_line(e, argv)}") from None
     if len(rest) > 1:
         raise UserError(f"unexpected positional arguments: {' '.join(rest[1:])}")
     if fv.gin_file or fv.gin_bindings:
@@ -74,7 +74,35 @@ def parse_args(argv: list[str]):
     return config, fv
 
 
-def _one_line(e: BaseException) -> str:
+def _unknown_override_key(argv) -> str | None:
+    """Name the first --config.KEY override that no config has (all presets share the
+    default config's keys), with close matches, so the error says what to fix."""
+    import difflib
+
+    from t5x_lite.train import default_config
+
+    known = default_config.get_config()
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config."):].split("=", 1)[0]
+        node = known
+        for i, part in enumerate(path.split(".")):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                prefix = ".".join(path.split(".")[:i])
+                close = difflib.get_close_matches(part, keys, n=3)
+                hint = f" (did you mean {', '.join((prefix + '.' if prefix else '') + c for c in close)}?)" if close else ""
+                return f"unknown config key {path!r}{hint}"
+            node = node[part]
+    return None
+
+
+def _one_line(e: BaseException, argv=()) -> str:
+    if isinstance(e, (AttributeError, KeyError)):
+        unknown = _unknown_override_key(argv)
+        if unknown:
+            return unknown
     msg = str(e).strip().strip("'\"")
     msg = msg.replace("\\n", " ").replace('\\"', '"').replace("\\'", "'")
     return f"{type(e).__name__}: {' '.join(msg.split())}"
@@ -94,7 +122,7 @@ def _reapply_overrides(config, argv):
         fv(["t5x-lite train"] + _override_args(argv))
         return fv.config
     except BaseException as e:
-        raise UserError(f"bad flag or config: {_one_line(e)}") from None
+        raise UserError(f"bad flag or config: {_one_line(e, argv)}") from None
 
 
 def _override_args(argv):
