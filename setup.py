@@ -1,6 +1,6 @@
 """t5x_lite: T5-family pretraining in JAX/Flax NNX, without TensorFlow."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 # Versions are pinned to the set the test suite was run with (Python 3.11, CPU).
 INSTALL_REQUIRES = [
@@ -35,7 +35,7 @@ setup(
     version="0.1.0",
     description="T5-family (encoder-decoder, decoder-only, prefix LM) pretraining in JAX/Flax NNX",
     python_requires=">=3.11",
-    packages=find_packages(include=["t5x_lite", "t5x_lite.*"]),
+    packages=find_namespace_packages(include=["t5x_lite", "t5x_lite.*"]),
     package_data={"t5x_lite": ["data/builtin/*", "data/builtin/**/*"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
