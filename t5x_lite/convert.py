@@ -386,14 +386,16 @@ def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwri
     if scan_layers:   # the layout a scan_layers=True training run restores as init_checkpoint
         from t5x_lite.models import scan_params
         params, cfg.scan_layers = scan_params(params), True
+    fingerprint = None
     if vocabulary is not None:
-        from t5x_lite.data import get_vocabulary
+        from t5x_lite.data import get_vocabulary, vocabulary_fingerprint
         vocab = get_vocabulary(vocabulary)
+        fingerprint = vocabulary_fingerprint(vocab)
         if vocab.vocab_size > cfg.vocab_size:
             raise UserError(f"vocabulary {vocabulary!r} has {vocab.vocab_size} ids but the model only "
                             f"{cfg.vocab_size} embeddings")
     _prepare_output(ckpt_dir, overwrite, is_checkpoint=True)
-    config = {"model": cfg.to_dict(), "vocabulary": vocabulary,
+    config = {"model": cfg.to_dict(), "vocabulary": vocabulary, "vocabulary_fingerprint": fingerprint,
               "converted_from": {"format": "huggingface_t5", "feed_forward_proj": hf_config.get("feed_forward_proj"),
                                  "transformers_version": hf_config.get("transformers_version")}}
     return save_params_checkpoint(ckpt_dir, params, config, step=0)

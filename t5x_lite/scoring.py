@@ -197,11 +197,8 @@ def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size
     """Score every line of `input_path` into `output_path` (written atomically). Returns the line count."""
     cfg, model, config = load_checkpoint_model(checkpoint, step)
     scorer = Scorer(cfg, model, batch_size)
-    spec = vocabulary or config.get("vocabulary")
-    vocab = None
-    if spec:
-        from t5x_lite.data import get_vocabulary
-        vocab = get_vocabulary(spec)
+    from t5x_lite.data import checkpoint_vocabulary
+    vocab = checkpoint_vocabulary(config, vocabulary)
     examples = read_examples(input_path, scorer, vocab)
     from tqdm import tqdm
     tmp = output_path + ".tmp"

@@ -7,7 +7,7 @@ Public API (contracts.md section C):
 """
 
 from t5x_lite.data.vocabularies import (ByteVocabulary, SentencePieceVocabulary, Vocabulary,  # noqa: F401
-                                        get_vocabulary)
+                                        checkpoint_vocabulary, get_vocabulary, vocabulary_fingerprint)
 from t5x_lite.data.preprocessors import ConcatAndSplit, Context, Feature  # noqa: F401
 from t5x_lite.data.sources import (BuiltinSource, DataSource, InMemorySource, JsonlSource,  # noqa: F401
                                    TextLineSource, TfdsSource)

@@ -179,6 +179,37 @@ def builtin_spm_path() -> str:
     return os.path.join(BUILTIN_DIR, "spm.model")
 
 
+def vocabulary_fingerprint(vocab: Vocabulary) -> str:
+    """A short content hash: the SentencePiece model file's bytes (or the byte scheme) plus the
+    number of extra ids.  Stored in checkpoints beside the vocabulary *spec*, because a spec such
+    as "builtin" or "spm:PATH" names a file whose content can change under a trained checkpoint."""
+    import hashlib
+    h = hashlib.sha256()
+    if isinstance(vocab, SentencePieceVocabulary):
+        with open(vocab.model_file, "rb") as f:
+            h.update(f.read())
+    else:
+        h.update(type(vocab).__name__.encode())
+    h.update(f":{vocab.extra_ids}".encode())
+    return h.hexdigest()[:16]
+
+
+def checkpoint_vocabulary(config: dict, override_spec: str | None = None) -> Vocabulary | None:
+    """The vocabulary a checkpoint's config names (or `override_spec`), or None if it has none.
+    If the checkpoint recorded a fingerprint and the file the spec resolves to today differs,
+    that is a clear error instead of silently decoding ids with the wrong pieces."""
+    spec = override_spec or config.get("vocabulary")
+    if not spec:
+        return None
+    vocab = get_vocabulary(spec)
+    saved = config.get("vocabulary_fingerprint")
+    if saved and not override_spec and vocabulary_fingerprint(vocab) != saved:
+        raise UserError(f"the checkpoint was trained with a different {spec!r} vocabulary file than this "
+                        f"installation has (fingerprint {saved} vs {vocabulary_fingerprint(vocab)}); pass "
+                        "--vocabulary with the original model file")
+    return vocab
+
+
 @functools.lru_cache(maxsize=32)
 def get_vocabulary(spec: str) -> Vocabulary:
     """"builtin" | "byte" | "byte:N" | "spm:PATH" | "spm:PATH:N"  (N = number of extra ids, default 100)."""

@@ -89,6 +89,8 @@ def eval_main(argv: list[str]) -> int:
                                  finish_rule=args.beam_rule).validate()
     tasks = ev.resolve_tasks(args.task)
     model, config = ev.load_model(args.checkpoint, args.step)
+    from t5x_lite.data import checkpoint_vocabulary
+    checkpoint_vocabulary(config)  # the tasks decode with their own vocabulary: refuse a changed file
     arch = model.config.architecture
     inputs_length = args.inputs_length
     if inputs_length is None:
@@ -179,11 +181,8 @@ def infer_main(argv: list[str]) -> int:
     from t5x_lite.evaluation import evaluator as ev
     model, config = ev.load_model(args.checkpoint, args.step)
     cfg = model.config
-    spec = args.vocabulary or config.get("vocabulary")
-    vocab = None
-    if spec:
-        from t5x_lite.data import get_vocabulary
-        vocab = get_vocabulary(spec)
+    from t5x_lite.data import checkpoint_vocabulary
+    vocab = checkpoint_vocabulary(config, args.vocabulary)
     add_eos = args.add_eos == "yes" or (args.add_eos == "auto" and cfg.architecture == "encoder_decoder")
     prompts = []
     for n, row in enumerate(rows, 1):

@@ -62,10 +62,11 @@ def resolve(config) -> tuple[Any, dict]:
     rounded up to a multiple of 128 (T5X pads 32100 -> 32128 the same way)."""
     config_lib.validate(config)
     vocab_spec = config.get("vocabulary") or None
-    vocab_size = None
+    vocab_size = fingerprint = None
     if vocab_spec:
-        from t5x_lite.data import get_vocabulary
+        from t5x_lite.data import get_vocabulary, vocabulary_fingerprint
         vocab = get_vocabulary(vocab_spec)
+        fingerprint = vocabulary_fingerprint(vocab)
         vocab_size = int(vocab.vocab_size)
         declared = int(config.model.vocab_size)
         if declared > 0 and declared < vocab_size:
@@ -78,6 +79,7 @@ def resolve(config) -> tuple[Any, dict]:
     resolved = config_lib.to_dict(config)
     resolved["model"] = model_cfg.to_dict()
     resolved["vocabulary"] = vocab_spec
+    resolved["vocabulary_fingerprint"] = fingerprint  # checked when score/eval/infer load the checkpoint
     return model_cfg, resolved
 
 
