@@ -6,8 +6,8 @@
 The batch is synthetic (random tokens at full length, no packing), so the figure
 is the model + optimizer step alone.  --vs-hf times transformers'
 T5ForConditionalGeneration with the same sizes, batch, lengths and optimizer
-family in the same run (through /work/hfenv/bin/python or $HF_PYTHON when
-transformers is not importable here) and prints the ratio.  Encoder-decoder
+family in the same run (through $HF_PYTHON, e.g. /tmp/hfenv/bin/python as made in docs/interop.md,
+when transformers is not importable here) and prints the ratio.  Encoder-decoder
 configs only for --vs-hf.
 """
 
@@ -145,8 +145,8 @@ def bench_hf(model_cfg, optimizer: str, batch, inputs, targets, steps, warmup, b
         import transformers  # noqa: F401
         python = sys.executable
     except ImportError:
-        python = os.environ.get("HF_PYTHON", "/work/hfenv/bin/python")
-        if not os.path.exists(python):
+        python = os.environ.get("HF_PYTHON", "")
+        if not python or not os.path.exists(python):
             raise SystemExit(f"--vs-hf: transformers is not importable and {python} does not exist "
                              "(set HF_PYTHON to a Python with torch + transformers)")
     args = {"model": model_cfg.to_dict(), "batch": batch, "inputs": inputs, "targets": targets, "steps": steps,
