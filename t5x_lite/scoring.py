@@ -165,28 +165,20 @@ def _ids(value, name: str, vocab, where: str) -> tuple[list[int], bool]:
 
 
 def read_examples(path: str, scorer: Scorer, vocab) -> list[tuple[dict, list[int], list[int], bool]]:
-    if not os.path.isfile(path):
-        raise UserError(f"input file not found: {path}")
+    from t5x_lite.data.sources import iter_jsonl
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {n}"
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise UserError(f"{where}: not valid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{where}: expected a JSON object with 'inputs' and 'targets'")
-            if "targets" not in obj:
-                raise UserError(f"{where}: missing 'targets'")
-            if "inputs" not in obj and scorer.cfg.architecture == "encoder_decoder":
-                raise UserError(f"{where}: missing 'inputs' (needed by an encoder-decoder model)")
-            inputs, _ = _ids(obj.get("inputs", []), "inputs", vocab, where)
-            targets, tgt_str = _ids(obj["targets"], "targets", vocab, where)
-            scorer.check(inputs, targets, where)
-            examples.append((obj, inputs, targets, tgt_str))
+    for n, obj in iter_jsonl(path):
+        where = f"{path} line {n}"
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a JSON object with 'inputs' and 'targets'")
+        if "targets" not in obj:
+            raise UserError(f"{where}: missing 'targets'")
+        if "inputs" not in obj and scorer.cfg.architecture == "encoder_decoder":
+            raise UserError(f"{where}: missing 'inputs' (needed by an encoder-decoder model)")
+        inputs, _ = _ids(obj.get("inputs", []), "inputs", vocab, where)
+        targets, tgt_str = _ids(obj["targets"], "targets", vocab, where)
+        scorer.check(inputs, targets, where)
+        examples.append((obj, inputs, targets, tgt_str))
     if not examples:
         raise UserError(f"{path} has no examples")
     return examples

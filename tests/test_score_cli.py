@@ -161,7 +161,7 @@ def test_decoder_only_scores_equal_manual_model_logits(lm_ckpts, tmp_path, capsy
     ({"inputs": [5], "targets": []}, "line 2: targets is empty"),
     ({"inputs": [5]}, "line 2: missing 'targets'"),
     ({"inputs": [5], "targets": [7.5]}, "line 2: targets must be a string or a list of integer token ids"),
-    ("{oops", "line 2: not valid JSON"),
+    ("{oops", ":2: invalid JSON"),
 ])
 def test_bad_lines(t5_ckpt, tmp_path, capsys, line, message):
     src = write_jsonl(tmp_path / "in.jsonl", [{"inputs": [5, 6, 1], "targets": [7, 1]}, line])

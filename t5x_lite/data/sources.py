@@ -142,26 +142,34 @@ class JsonlSource(DataSource):
     def _load(self, split):
         rows: list[Any] = []
         for path in _expand(self.split_to_patterns[split]):
-            with _open_text(path) as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-                    if self.field is not None:
-                        if not isinstance(record, dict) or self.field not in record:
-                            raise UserError(f"{path}:{n}: record has no field {self.field!r}")
-                        rows.append(record[self.field])
-                    else:
-                        rows.append(record)
+            for n, record in iter_jsonl(path):
+                if self.field is not None:
+                    if not isinstance(record, dict) or self.field not in record:
+                        raise UserError(f"{path}:{n}: record has no field {self.field!r}")
+                    rows.append(record[self.field])
+                else:
+                    rows.append(record)
         if self.field is not None:
             return _Rows(rows, self.rename)
         return rows
 
     def __repr__(self):
         return f"JsonlSource({self.split_to_patterns}, field={self.field!r})"
+
+
+def iter_jsonl(path: str):
+    """(line number, parsed value) for each non-blank line of a JSONL file (.gz/.xz too);
+    a missing file or a line that is not JSON is a one-line UserError naming path:line."""
+    if not os.path.isfile(path):
+        raise UserError(f"input file not found: {path}")
+    with _open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
 
 
 class InMemorySource(DataSource):

@@ -131,20 +131,12 @@ def eval_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------------------------
 
 def _read_jsonl(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        raise UserError(f"input file not found: {path}")
+    from t5x_lite.data.sources import iter_jsonl
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not JSON: {e.msg}") from None
-            if not isinstance(row, dict) or "inputs" not in row:
-                raise UserError(f'{path}:{n}: each line must be an object with an "inputs" field')
-            rows.append(row)
+    for n, row in iter_jsonl(path):
+        if not isinstance(row, dict) or "inputs" not in row:
+            raise UserError(f'{path}:{n}: each line must be an object with an "inputs" field')
+        rows.append(row)
     if not rows:
         raise UserError(f"{path} has no input lines")
     return rows
