@@ -48,20 +48,25 @@ def test_packed_encoder_decoder_equals_separate(position_embedding):
         at += len(d)
 
 
+def _assert_packed_equals_separate(model, stack, rows, length):
+    """One packed row of `rows` gives, position by position, each row's logits alone."""
+    tok, seg, pos = _pack(rows, length)
+    packed = np.asarray(model_logits(model, {f"{stack}_input_tokens": tok, f"{stack}_segment_ids": seg,
+                                             f"{stack}_positions": pos}))
+    at = 0
+    for r in rows:
+        alone = np.asarray(model_logits(model, {f"{stack}_input_tokens": r[None]}))
+        np.testing.assert_allclose(packed[0, at:at + len(r)], alone[0], atol=1e-5, rtol=0)
+        at += len(r)
+
+
 @pytest.mark.parametrize("position_embedding", ["relative", "sinusoidal"])
 def test_packed_decoder_only_equals_separate(position_embedding):
     cfg = ModelConfig(architecture="decoder_only", position_embedding=position_embedding, **TINY)
     model = build_model(cfg, nnx.Rngs(1))
     rng = np.random.RandomState(1)
     seqs = [_shift_right(rng.randint(2, 61, n)) for n in (7, 5)]
-    tok, seg, pos = _pack(seqs, 14)
-    packed = np.asarray(model_logits(model, {"decoder_input_tokens": tok, "decoder_segment_ids": seg,
-                                             "decoder_positions": pos}))
-    at = 0
-    for s in seqs:
-        alone = np.asarray(model_logits(model, {"decoder_input_tokens": s[None]}))
-        np.testing.assert_allclose(packed[0, at:at + len(s)], alone[0], atol=1e-5, rtol=0)
-        at += len(s)
+    _assert_packed_equals_separate(model, "decoder", seqs, 14)
 
 
 def test_packed_encoder_only_equals_separate():
@@ -69,14 +74,7 @@ def test_packed_encoder_only_equals_separate():
     model = build_model(cfg, nnx.Rngs(2))
     rng = np.random.RandomState(2)
     rows = [rng.randint(2, 61, n).astype(np.int32) for n in (5, 6)]
-    tok, seg, pos = _pack(rows, 12)
-    packed = np.asarray(model_logits(model, {"encoder_input_tokens": tok, "encoder_segment_ids": seg,
-                                             "encoder_positions": pos}))
-    at = 0
-    for r in rows:
-        alone = np.asarray(model_logits(model, {"encoder_input_tokens": r[None]}))
-        np.testing.assert_allclose(packed[0, at:at + len(r)], alone[0], atol=1e-5, rtol=0)
-        at += len(r)
+    _assert_packed_equals_separate(model, "encoder", rows, 12)
 
 
 def test_prefix_mask_visibility():
