@@ -380,7 +380,7 @@ def read_hf_dir(hf_dir: str) -> tuple[dict, dict]:
 def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwrite: bool = False,
               scan_layers: bool = False) -> str:
     """Convert a save_pretrained directory to a params-only step-0 checkpoint. Returns the step dir."""
-    from t5x_lite.train.checkpoints import save_params_checkpoint
+    from t5x_lite.checkpoints import save_params_checkpoint
     hf_config, tensors = read_hf_dir(hf_dir)
     params, cfg = hf_to_t5x_params(tensors, hf_config)
     if scan_layers:   # the layout a scan_layers=True training run restores as init_checkpoint
@@ -405,7 +405,7 @@ def t5x_to_hf(ckpt_dir: str, hf_dir: str, step: int | None = None, overwrite: bo
     """Write config.json, generation_config.json and model.safetensors for a t5x_lite checkpoint."""
     import safetensors.numpy
     from t5x_lite.models import ModelConfig
-    from t5x_lite.train.checkpoints import read_config, restore_params
+    from t5x_lite.checkpoints import read_config, restore_params
     config = read_config(ckpt_dir, step)
     if not isinstance(config.get("model"), dict):
         raise UserError(f"checkpoint {ckpt_dir} has no model config (config['model'])")

@@ -29,10 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t5x_lite.data.vocabularies import EOS_ID, PAD_ID
 from t5x_lite.errors import UserError
 
-PAD_ID = 0
-EOS_ID = 1
 # Large negative log-probability for "impossible" (T5X uses the same -1e7: finite, so sums stay finite).
 NEG_INF = -1.0e7
 METHODS = ("greedy", "beam", "sample")

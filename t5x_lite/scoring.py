@@ -33,9 +33,9 @@ import sys
 
 import numpy as np
 
+from t5x_lite.data.vocabularies import EOS_ID
 from t5x_lite.errors import UserError
 
-EOS_ID = 1
 MIN_BUCKET = 8
 
 
@@ -49,7 +49,7 @@ def load_checkpoint_model(checkpoint: str, step: int | None = None):
     """(ModelConfig, nnx model with the checkpoint's params, config dict).  UserError if it can't be read."""
     from flax import nnx
     from t5x_lite.models import ModelConfig, build_model
-    from t5x_lite.train.checkpoints import read_config, restore_params
+    from t5x_lite.checkpoints import read_config, restore_params
     config = read_config(checkpoint, step)
     if not isinstance(config.get("model"), dict):
         raise UserError(f"checkpoint {checkpoint} has no model config (config['model'])")

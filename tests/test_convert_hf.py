@@ -231,7 +231,7 @@ def test_cli_output_and_architecture_errors(converted, tmp_path, capsys):
     assert code == 2 and "not empty" in err
     # A decoder-only checkpoint has no T5ForConditionalGeneration equivalent.
     from t5x_lite.models import ModelConfig
-    from t5x_lite.train.checkpoints import save_params_checkpoint
+    from t5x_lite.checkpoints import save_params_checkpoint
     cfg = ModelConfig(architecture="decoder_only", vocab_size=64, d_model=16, num_heads=2, d_kv=8, d_ff=32,
                       num_encoder_layers=0, num_decoder_layers=1)
     save_params_checkpoint(str(tmp_path / "lm"), {"token_embedder": {"embedding": np.zeros((64, 16), np.float32)}},
@@ -252,7 +252,7 @@ def test_scanned_layout_round_trip(tmp_path, capsys):
     """--scan-layers writes the stacked layout a scan_layers=True model restores; t5x-to-hf unscans it."""
     from t5x_lite.convert import abstract_params
     from t5x_lite.models import ModelConfig
-    from t5x_lite.train.checkpoints import read_config, restore_params
+    from t5x_lite.checkpoints import read_config, restore_params
     src = os.path.join(FIXTURES, "hf_t5_1_1")
     ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "hf")
     assert run_cli(capsys, "convert", "hf-to-t5x", "--input", src, "--output", ckpt, "--scan-layers")[0] == 0

@@ -29,7 +29,7 @@ def _save(path, architecture, **extra):
     from flax import nnx
 
     from t5x_lite.models import ModelConfig, build_model
-    from t5x_lite.train.checkpoints import save_params_checkpoint
+    from t5x_lite.checkpoints import save_params_checkpoint
     cfg = ModelConfig(architecture=architecture, vocab_size=8192, d_model=32, num_heads=2, d_kv=16, d_ff=64,
                       num_encoder_layers=1, num_decoder_layers=1, **extra).validate()
     model = build_model(cfg, nnx.Rngs(3))
@@ -145,7 +145,7 @@ def test_user_errors_are_one_line(setup, capsys, tmp_path):
         code, _, err = _run(argv, capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (argv, err)
     # Text inputs with a checkpoint that has no vocabulary.
-    from t5x_lite.train.checkpoints import read_config, restore_params, save_params_checkpoint
+    from t5x_lite.checkpoints import read_config, restore_params, save_params_checkpoint
     novocab = str(tmp_path / "novocab")
     cfg = read_config(ckpt)
     save_params_checkpoint(novocab, restore_params(ckpt), {**cfg, "vocabulary": None})

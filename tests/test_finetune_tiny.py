@@ -51,7 +51,7 @@ def test_finetune_from_init_checkpoint_then_eval(tmp_path, capsys):
     from flax import nnx
 
     from t5x_lite.models import build_model
-    from t5x_lite.train.checkpoints import restore_params, save_params_checkpoint
+    from t5x_lite.checkpoints import restore_params, save_params_checkpoint
     from t5x_lite.train.loop import resolve, train
 
     vocab = get_vocabulary("builtin")

@@ -53,7 +53,7 @@ def lm_ckpts(tmp_path_factory):
     from flax import nnx
     from t5x_lite.data import get_vocabulary
     from t5x_lite.models import ModelConfig, build_model
-    from t5x_lite.train.checkpoints import save_params_checkpoint
+    from t5x_lite.checkpoints import save_params_checkpoint
     root = tmp_path_factory.mktemp("lm")
     vocab = get_vocabulary("byte")
     out = {}
@@ -200,7 +200,7 @@ def test_bad_checkpoints(tmp_path, capsys):
     assert code == 2 and "no complete checkpoint" in err
     # An encoder-only (MLM) checkpoint has no sequence likelihood to score.
     from t5x_lite.models import ModelConfig
-    from t5x_lite.train.checkpoints import save_params_checkpoint
+    from t5x_lite.checkpoints import save_params_checkpoint
     from t5x_lite.convert import abstract_params
     import jax
     cfg = ModelConfig(architecture="encoder_only", vocab_size=64, d_model=16, num_heads=2, d_kv=8, d_ff=32,

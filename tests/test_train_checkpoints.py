@@ -9,7 +9,8 @@ from jax.sharding import PartitionSpec as P
 from t5x_lite import partitioning
 from t5x_lite.errors import UserError
 from t5x_lite.models.config import ModelConfig
-from t5x_lite.train import checkpoints, optimizers, step as step_lib
+from t5x_lite import checkpoints
+from t5x_lite.train import optimizers, step as step_lib
 from t5x_lite.train.main import parse_args
 
 MODEL = ModelConfig(vocab_size=128, d_model=64, num_heads=2, d_kv=16, d_ff=128, num_encoder_layers=1,

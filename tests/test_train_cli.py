@@ -135,5 +135,5 @@ def test_default_command_trains_and_writes_metrics_and_tensorboard(tmp_path):
 
 
 def config_lib_read(wd):
-    from t5x_lite.train.checkpoints import read_config
+    from t5x_lite.checkpoints import read_config
     return read_config(str(wd / "checkpoints"))

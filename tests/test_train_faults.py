@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from t5x_lite.train import checkpoints
+from t5x_lite import checkpoints
 
 from train_helpers import REPO, TINY_MODEL, jax_cache_env
 TINY = [*TINY_MODEL, "--config.model.dropout_rate=0.1",

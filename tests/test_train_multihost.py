@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from t5x_lite.train import checkpoints
+from t5x_lite import checkpoints
 
 from train_helpers import REPO, TINY_MODEL, jax_cache_env
 TINY = [*TINY_MODEL,

@@ -27,9 +27,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from t5x_lite.data.vocabularies import EOS_ID
 from t5x_lite.errors import UserError
-
-EOS_ID = 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -65,11 +65,11 @@ def load_model(checkpoint: str, step: int | None = None):
     from flax import nnx
 
     from t5x_lite.models import ModelConfig, build_model
-    from t5x_lite.train.checkpoints import read_config, restore_params
+    from t5x_lite.checkpoints import read_config, restore_params
 
     if not os.path.isdir(checkpoint):
         raise UserError(f"checkpoint directory not found: {checkpoint}")
-    from t5x_lite.train.checkpoints import latest_step
+    from t5x_lite.checkpoints import latest_step
     if latest_step(checkpoint) is None and os.path.isdir(os.path.join(checkpoint, "checkpoints")):
         checkpoint = os.path.join(checkpoint, "checkpoints")   # a training workdir was given
     config = read_config(checkpoint, step)

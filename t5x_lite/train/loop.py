@@ -35,7 +35,8 @@ import numpy as np
 
 from t5x_lite import partitioning
 from t5x_lite.errors import UserError
-from t5x_lite.train import checkpoints, metrics as metrics_lib, optimizers, step as step_lib
+from t5x_lite import checkpoints
+from t5x_lite.train import metrics as metrics_lib, optimizers, step as step_lib
 from t5x_lite.train import config as config_lib
 
 NAN_EXIT_CODE = 1
