@@ -27,6 +27,7 @@ A dimension whose size is not divisible by its mesh axes is replicated instead
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any, Mapping, Sequence
@@ -301,3 +302,21 @@ def check_batch_divisible(global_batch_size: int, mesh, num_microbatches: int = 
         raise UserError(f"data.batch_size={global_batch_size} must be divisible by num_microbatches "
                         f"({num_microbatches}) x data*fsdp ({shards}) and by the number of processes "
                         f"({jax.process_count()})")
+
+
+# ----------------------------------------------------------------------------
+# The context every traced computation runs in
+# ----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def activate(mesh, rules=LOGICAL_AXIS_RULES):
+    """Enter `mesh` and the logical axis rules (MaxText / big_vision style).
+
+    Train, eval, decode and score trace their jitted functions inside this
+    context, so `models.layers.constrain` turns logical activation names into
+    sharding constraints instead of returning early."""
+    import jax
+    from flax import nnx
+
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+        yield mesh
