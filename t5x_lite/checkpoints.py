@@ -146,9 +146,6 @@ class TrainCheckpointer:
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self._mngr.all_steps())
-
     def save(self, step: int, state: dict, data_iter: dict | None, config: dict, *, force: bool = True) -> bool:
         return self._mngr.save(int(step), force=force, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state["params"]),

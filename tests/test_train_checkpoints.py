@@ -80,7 +80,7 @@ def test_init_checkpoint_loads_converter_style_params(tmp_path):
         "--config.data.batch_size=8", "--config.train.eval_every=1", "--config.train.eval_steps=1",
         "--config.train.num_steps=1",
         "--config.train.checkpoint_every=1", "--config.optimizer.learning_rate=1e-20", "--config.seed=1"])
-    from t5x_lite.train.loop import resolve
+    from t5x_lite.train.config import resolve
     model_cfg, resolved = resolve(config)
     # "pretrained" params: a model initialised with another seed, as host numpy arrays
     bundle = step_lib.bundle_from_config(model_cfg)

@@ -23,8 +23,11 @@ TINY = [*TINY_MODEL,
 
 
 
-def _cmd(workdir):
-    return [sys.executable, "-m", "t5x_lite.cli", "train", "--workdir", str(workdir), *TINY]
+def _cmd(workdir, kill_during_save_of=None):
+    if kill_during_save_of is None:
+        return [sys.executable, "-m", "t5x_lite.cli", "train", "--workdir", str(workdir), *TINY]
+    script = os.path.join(REPO, "tests", "kill_during_save.py")
+    return [sys.executable, script, str(kill_during_save_of), "train", "--workdir", str(workdir), *TINY]
 
 
 def _env(**extra):
@@ -71,7 +74,7 @@ def test_sigkill_anywhere_then_restart_is_bit_identical(tmp_path):
     assert 5 <= killed_at < 40 and last <= killed_at and last + 4 <= 40
 
     # 2) restart; SIGKILL it again while its first checkpoint (step last + 4) is being written
-    proc = subprocess.run(_cmd(run), cwd=REPO, env=_env(T5X_LITE_TEST_KILL_DURING_SAVE=str(last + 4)),
+    proc = subprocess.run(_cmd(run, kill_during_save_of=last + 4), cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     # the half-written step is an Orbax temporary directory that is never reported as a checkpoint

@@ -81,7 +81,7 @@ def bench_jax(config, batch: int, inputs: int, targets: int, steps: int, warmup:
 
     from t5x_lite import partitioning
     from t5x_lite.train import metrics as metrics_lib, optimizers, step as step_lib
-    from t5x_lite.train.loop import resolve
+    from t5x_lite.train.config import resolve
 
     with config.unlocked():
         config.data.batch_size = batch

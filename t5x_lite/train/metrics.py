@@ -1,4 +1,5 @@
-"""Metric logging (metrics.jsonl + TensorBoard) and MFU.
+"""Metric logging (metrics.jsonl + TensorBoard, the progress bar), best-checkpoint
+tracking, and MFU.
 
 MFU = model FLOPs per step / step time / (peak FLOP/s per device x devices).
 Model FLOPs come from t5x_lite.models.flops (6 x params x tokens plus attention,
@@ -11,11 +12,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
+import time
 from typing import Any, Mapping
 
+import jax
+from tqdm import tqdm
+
+from t5x_lite import checkpoints
+from t5x_lite.models.flops import flops_per_step
+
 # device_kind substring (lower case) -> peak FLOP/s per device, by compute dtype.
-# Accelerators: vendor dense (no sparsity) peaks.  CPU: measured here, a jitted
-# 2048^3 matmul on the 2-core machine (shared/reference/VERIFIED_HERE.md).
+# Accelerators: vendor dense (no sparsity) peaks.  CPU: a jitted 2048^3 matmul measured on
+# one 2-core AMD EPYC machine; other CPUs differ (an Intel Xeon with AMX measured ~3x more).
 PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("h200", {"bfloat16": 989e12, "float32": 67e12}),
     ("h100", {"bfloat16": 989e12, "float32": 67e12}),
@@ -41,7 +51,6 @@ def peak_flops_per_device(device_kind: str, dtype: str = "bfloat16") -> float | 
 def device_peak(dtype: str = "bfloat16") -> float | None:
     """Peak FLOP/s of this process's device kind (CPU devices share the machine's cores:
     the table's CPU row is for the whole host, so it is divided by the local device count)."""
-    import jax
     dev = jax.devices()[0]
     peak = peak_flops_per_device(dev.platform if dev.platform == "cpu" else dev.device_kind, dtype)
     if peak is not None and dev.platform == "cpu":
@@ -50,7 +59,6 @@ def device_peak(dtype: str = "bfloat16") -> float | None:
 
 
 def mfu(flops_per_step: float | None, step_time_s: float, dtype: str = "bfloat16") -> float | None:
-    import jax
     peak = device_peak(dtype)
     if not flops_per_step or not peak or step_time_s <= 0:
         return None
@@ -59,10 +67,6 @@ def mfu(flops_per_step: float | None, step_time_s: float, dtype: str = "bfloat16
 
 def model_flops_per_step(model_cfg, batch_size: int, feature_lengths: Mapping[str, int]) -> float | None:
     """Training FLOPs (forward + backward = 3 x forward) of one step, from t5x_lite.models.flops."""
-    try:
-        from t5x_lite.models.flops import flops_per_step
-    except ImportError:
-        return None
     fl = dict(feature_lengths)
     return float(flops_per_step(model_cfg, batch_size, int(fl.get("inputs", 0)), int(fl.get("targets", 0))))
 
@@ -116,3 +120,106 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def log_line(msg: str) -> None:
+    """One line on stderr from process 0 (through tqdm, so it does not collide with the progress bar)."""
+    if jax.process_index() == 0:
+        tqdm.write(msg, file=sys.stderr)
+
+
+class TrainLogger:
+    """Per-step metrics stay on the device until a log step, so logging never adds a device sync
+    to ordinary steps.  `flush` fetches them, writes the log-step rows (plus step time, tokens/s,
+    MFU) and returns None, or (step, loss, grad_norm) of the first non-finite step."""
+
+    def __init__(self, workdir: str, model_cfg, data_cfg, num_steps: int, start: int, log_every: int,
+                 show_progress: bool = True):
+        self.writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+        self.num_steps, self.log_every, self.dtype = num_steps, log_every, model_cfg.dtype
+        lengths = dict(data_cfg.feature_lengths)
+        self.tokens_per_step = int(data_cfg.batch_size) * sum(int(v) for v in lengths.values())
+        self.flops = model_flops_per_step(model_cfg, int(data_cfg.batch_size), lengths)
+        self.pending: list[tuple[int, Any]] = []
+        self.progress = None
+        if show_progress and jax.process_index() == 0:
+            self.progress = tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                                 mininterval=1.0, file=sys.stderr)
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self._t_last, self._steps = time.perf_counter(), 0
+
+    def append(self, step: int, metrics) -> None:
+        self.pending.append((step, metrics))
+        self._steps += 1
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def write(self, step: int, row: Mapping[str, Any]) -> None:
+        self.writer.write(step, row)
+
+    def flush(self):
+        if not self.pending:
+            return None
+        fetched = jax.device_get([m for _, m in self.pending])
+        now = time.perf_counter()
+        step_time = (now - self._t_last) / max(self._steps, 1)
+        self.restart_clock()
+        steps = [s for s, _ in self.pending]
+        self.pending.clear()
+        for s, m in zip(steps, fetched):
+            if not bool(m["finite"]):
+                return s, float(m["loss"]), float(m["grad_norm"])
+            if s % self.log_every == 0 or s == self.num_steps:
+                row = {k: float(v) for k, v in m.items() if k != "finite"}
+                row["step_time_s"] = step_time
+                row["tokens_per_s"] = self.tokens_per_step / step_time if step_time > 0 else None
+                row["mfu"] = mfu(self.flops, step_time, self.dtype)
+                self.writer.write(s, row)
+                if self.progress is not None:
+                    self.progress.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}",
+                                              refresh=False)
+        if steps[-1] % self.log_every == 0:
+            self.writer.flush()
+        return None
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        self.writer.close()
+
+
+def higher_is_better(name: str) -> bool:
+    return not re.search(r"loss|perplexity|error|ppl", name.lower())
+
+
+class BestTracker:
+    """Best value and step per eval metric in WORKDIR/best_checkpoints.json; for evaluator
+    metrics the params of the best step are also kept, params-only, in WORKDIR/best/<metric>/."""
+
+    def __init__(self, workdir: str, resolved_config: dict):
+        self.workdir, self.config = workdir, resolved_config
+        self.path = os.path.join(workdir, "best_checkpoints.json")
+        self.best = json.load(open(self.path)) if os.path.exists(self.path) else {}
+
+    def update(self, step: int, results: Mapping[str, Any], evaluator_keys, params) -> None:
+        changed = False
+        for name, value in results.items():
+            if not isinstance(value, float) or not math.isfinite(value):
+                continue
+            old, up = self.best.get(name), higher_is_better(name)
+            if old is not None and not (value > old["value"] if up else value < old["value"]):
+                continue
+            entry = {"value": value, "step": step, "higher_is_better": up}
+            if name in evaluator_keys:
+                sub = os.path.join(self.workdir, "best", re.sub(r"[^A-Za-z0-9_.-]+", "_", name.removeprefix("eval/")))
+                checkpoints.save_best_params(sub, params, self.config, step)
+                entry["checkpoint"] = os.path.relpath(sub, self.workdir)
+            self.best[name] = entry
+            changed = True
+        if changed and jax.process_index() == 0:
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.best, f, indent=2, sort_keys=True)
+            os.replace(tmp, self.path)
