@@ -4,8 +4,9 @@
     t5x-lite convert t5x-to-hf --input CKPT_DIR --output HF_DIR [--step N]
 
 HF_DIR is what `T5ForConditionalGeneration.save_pretrained` writes (config.json +
-model.safetensors); CKPT_DIR is a t5x_lite checkpoint (train/checkpoints.py
-layout; hf-to-t5x writes a params-only step 0).  Only safetensors + numpy are
+model.safetensors); CKPT_DIR is a t5x_lite checkpoint (t5x_lite/checkpoints.py
+layout; hf-to-t5x writes a params-only step 0; t5x-to-hf also takes a training
+workdir and reads it with t5x_lite.loading.load_model).  Only safetensors + numpy are
 needed: no torch, no transformers.
 
 Supported: T5.1.0 (feed_forward_proj="relu", tied embeddings, decoder output
@@ -38,11 +39,10 @@ import argparse
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 
-from t5x_lite.errors import UserError
+from t5x_lite.errors import ArgParser, UserError
 
 # HF activation name (T5Config.dense_act_fn) <-> t5x_lite ACTIVATIONS name.
 _HF_TO_ACT = {"relu": "relu", "gelu_new": "gelu", "gelu": "gelu_exact", "silu": "silu", "swish": "silu"}
@@ -204,24 +204,6 @@ def _to_hf(kind: str, w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.T)
 
 
-def abstract_params(cfg) -> dict:
-    """The model's param tree as nested dicts of jax.ShapeDtypeStruct (nothing allocated)."""
-    from flax import nnx
-    from t5x_lite.models import build_model
-    model = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
-def _flatten(tree: dict, prefix=()) -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (str(k),)))
-        else:
-            out[prefix + (str(k),)] = v
-    return out
-
-
 def _unflatten(flat: dict) -> dict:
     tree: dict = {}
     for path, v in flat.items():
@@ -230,11 +212,6 @@ def _unflatten(flat: dict) -> dict:
             node = node.setdefault(k, {})
         node[path[-1]] = v
     return tree
-
-
-def _few(names) -> str:
-    names = sorted(names)
-    return ", ".join(names[:4]) + (f" ... ({len(names)} in all)" if len(names) > 4 else "")
 
 
 def hf_to_t5x_params(tensors: dict, hf_config: dict):
@@ -263,7 +240,8 @@ def hf_to_t5x_params(tensors: dict, hf_config: dict):
         cfg.tie_embeddings = False
     cfg.validate()
 
-    expected = _flatten(abstract_params(cfg))
+    from t5x_lite.loading import abstract_params, flatten_params, some_names   # lazy: keeps `convert --help` fast
+    expected = flatten_params(abstract_params(cfg))
     flat: dict = {}
 
     def put(path, w):
@@ -288,10 +266,10 @@ def hf_to_t5x_params(tensors: dict, hf_config: dict):
     layout = _layout(cfg)
     missing = [name for name, _, _ in layout if name not in tensors]
     if missing:
-        raise UserError(f"model.safetensors lacks {len(missing)} T5 weights the config implies: {_few(missing)}")
+        raise UserError(f"model.safetensors lacks {len(missing)} T5 weights the config implies: {some_names(missing)}")
     unknown = set(tensors) - {name for name, _, _ in layout}
     if unknown:
-        raise UserError(f"model.safetensors has weights that are not part of this T5 config: {_few(unknown)}")
+        raise UserError(f"model.safetensors has weights that are not part of this T5 config: {some_names(unknown)}")
     for name, path, kind in layout:
         want = expected.get(path)
         if want is None:
@@ -303,17 +281,18 @@ def hf_to_t5x_params(tensors: dict, hf_config: dict):
         put(path, _to_t5x(kind, w, tuple(want.shape)))
     left = set(expected) - set(flat)
     if left:
-        raise RuntimeError(f"converter bug: no HF weight for {_few('/'.join(p) for p in left)}")
+        raise RuntimeError(f"converter bug: no HF weight for {some_names('/'.join(p) for p in left)}")
     return _unflatten(flat), cfg
 
 
 def t5x_to_hf_tensors(params: dict, cfg) -> dict:
     """HF T5ForConditionalGeneration tensors {name: np.ndarray} of a t5x_lite encoder-decoder param tree."""
+    from t5x_lite.loading import flatten_params, some_names   # lazy: keeps `convert --help` fast
     model_config_to_hf(cfg)   # raises for models HF cannot represent
     if cfg.scan_layers:
         from t5x_lite.models import unscan_params
         params = unscan_params(params)
-    flat = _flatten(params)
+    flat = flatten_params(params)
     out = {"shared.weight": np.ascontiguousarray(np.asarray(flat.pop(("token_embedder", "embedding"))))}
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = _to_hf("transpose", flat.pop(("decoder", "logits_dense", "kernel")))
@@ -322,7 +301,7 @@ def t5x_to_hf_tensors(params: dict, cfg) -> dict:
             raise UserError(f"checkpoint params lack {'/'.join(path)} (not a t5x_lite encoder-decoder of this config?)")
         out[name] = _to_hf(kind, flat.pop(path))
     if flat:
-        raise UserError(f"checkpoint has params with no HF T5 equivalent: {_few('/'.join(p) for p in flat)}")
+        raise UserError(f"checkpoint has params with no HF T5 equivalent: {some_names('/'.join(p) for p in flat)}")
     return out
 
 
@@ -402,16 +381,19 @@ def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwri
 
 
 def t5x_to_hf(ckpt_dir: str, hf_dir: str, step: int | None = None, overwrite: bool = False) -> str:
-    """Write config.json, generation_config.json and model.safetensors for a t5x_lite checkpoint."""
+    """Write config.json, generation_config.json and model.safetensors for a t5x_lite checkpoint
+    (a checkpoint directory or a training workdir; step None = the latest)."""
+    import jax
     import safetensors.numpy
-    from t5x_lite.models import ModelConfig
-    from t5x_lite.checkpoints import read_config, restore_params
-    config = read_config(ckpt_dir, step)
-    if not isinstance(config.get("model"), dict):
-        raise UserError(f"checkpoint {ckpt_dir} has no model config (config['model'])")
-    cfg = ModelConfig.from_dict(config["model"])
-    hf_config = model_config_to_hf(cfg)
-    tensors = t5x_to_hf_tensors(restore_params(ckpt_dir, step), cfg)
+    from flax import nnx
+
+    from t5x_lite.loading import load_model, open_checkpoint   # lazy: keeps `convert --help` fast
+    ck = open_checkpoint(ckpt_dir, step)
+    hf_config = model_config_to_hf(ck.model_config)    # refuses what HF cannot represent, before reading params
+    loaded = load_model(ck.directory, ck.step, read_vocabulary=False)
+    cfg = loaded.model_config
+    params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param)))
+    tensors = t5x_to_hf_tensors(params, cfg)
     _prepare_output(hf_dir, overwrite, is_checkpoint=False)
     safetensors.numpy.save_file(tensors, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
     for name, obj in (("config.json", hf_config), ("generation_config.json", GENERATION_CONFIG)):
@@ -437,7 +419,7 @@ def _prepare_output(path: str, overwrite: bool, *, is_checkpoint: bool) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgParser(
         prog="t5x-lite convert",
         description="Convert T5 checkpoints between Hugging Face (save_pretrained: config.json + "
                     "model.safetensors) and t5x_lite (Orbax) formats. Needs no torch.",
@@ -446,7 +428,7 @@ def _parser() -> argparse.ArgumentParser:
                "  t5x-lite convert t5x-to-hf --input ./train_dir --output ./hf_export\n"
                "See docs/interop.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="direction", metavar="{hf-to-t5x,t5x-to-hf}")
+    sub = p.add_subparsers(dest="direction", metavar="{hf-to-t5x,t5x-to-hf}", required=True)
     a = sub.add_parser("hf-to-t5x", help="Hugging Face T5ForConditionalGeneration dir -> params-only checkpoint (step 0)",
                        description="Read HF_DIR/config.json + model.safetensors (T5.1.0 relu/tied, T5.1.1 "
                                    "gated-gelu/untied, ...) and write a t5x_lite checkpoint at step 0 that "
@@ -462,7 +444,7 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("t5x-to-hf", help="t5x_lite encoder-decoder checkpoint -> HF dir (config.json + model.safetensors)",
                        description="Write config.json, generation_config.json and model.safetensors that "
                                    "transformers' T5ForConditionalGeneration.from_pretrained loads unchanged.")
-    b.add_argument("--input", required=True, metavar="CKPT_DIR", help="t5x_lite checkpoint directory")
+    b.add_argument("--input", required=True, metavar="CKPT_DIR", help="checkpoint directory or training workdir")
     b.add_argument("--output", required=True, metavar="HF_DIR", help="output directory")
     b.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     b.add_argument("--overwrite", action="store_true", help="overwrite files in a non-empty HF_DIR")
@@ -471,9 +453,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.direction is None:
-        _parser().print_help(sys.stderr)
-        return 2
     if args.direction == "hf-to-t5x":
         out = hf_to_t5x(args.input, args.output, vocabulary=args.vocabulary, overwrite=args.overwrite,
                         scan_layers=args.scan_layers)

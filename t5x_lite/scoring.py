@@ -2,6 +2,9 @@
 
     t5x-lite score --checkpoint CKPT_DIR --input in.jsonl --output out.jsonl [--batch-size 16]
 
+CKPT_DIR is a checkpoint directory or a training workdir, loaded by t5x_lite.loading.load_model;
+scoring runs inside partitioning.activate(mesh) of the mesh the params were placed on.
+
 Each input line is a JSON object with "targets" (and "inputs"; optional for
 decoder-only models), each either a string or a list of token ids:
 - a string is tokenised with the checkpoint's vocabulary (config["vocabulary"],
@@ -34,7 +37,7 @@ import sys
 import numpy as np
 
 from t5x_lite.data.vocabularies import EOS_ID
-from t5x_lite.errors import UserError
+from t5x_lite.errors import ArgParser, UserError, import_modules
 
 MIN_BUCKET = 8
 
@@ -45,34 +48,11 @@ def bucket_length(n: int, cap: int | None = None) -> int:
     return min(b, cap) if cap else b
 
 
-def load_checkpoint_model(checkpoint: str, step: int | None = None):
-    """(ModelConfig, nnx model with the checkpoint's params, config dict).  UserError if it can't be read."""
-    from flax import nnx
-    from t5x_lite.models import ModelConfig, build_model
-    from t5x_lite.checkpoints import read_config, restore_params
-    config = read_config(checkpoint, step)
-    if not isinstance(config.get("model"), dict):
-        raise UserError(f"checkpoint {checkpoint} has no model config (config['model'])")
-    cfg = ModelConfig.from_dict(config["model"])
-    params = restore_params(checkpoint, step)
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0))))
-    from t5x_lite.convert import _flatten, _few
-    want, got = _flatten(nnx.to_pure_dict(abstract)), _flatten(params)
-    if set(want) != set(got):
-        diff = sorted("/".join(k) for k in set(want) ^ set(got))
-        raise UserError(f"checkpoint {checkpoint} params do not match its model config: {_few(diff)}")
-    bad = [k for k in want if tuple(want[k].shape) != tuple(np.shape(got[k]))]
-    if bad:
-        raise UserError(f"checkpoint {checkpoint}: param {'/'.join(bad[0])} has shape {list(np.shape(got[bad[0]]))}, "
-                        f"the model config says {list(want[bad[0]].shape)}")
-    nnx.replace_by_pure_dict(abstract, params)
-    return cfg, nnx.merge(graphdef, abstract), config
-
-
 class Scorer:
     """Jitted, batched teacher-forced scoring of (input ids, target ids) pairs."""
 
     def __init__(self, cfg, model, batch_size: int = 16):
+        """Call `score` inside partitioning.activate(mesh) of the mesh the model's params live on."""
         import jax
         import jax.numpy as jnp
         from flax import nnx
@@ -187,10 +167,10 @@ def read_examples(path: str, scorer: Scorer, vocab) -> list[tuple[dict, list[int
 def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size: int = 16,
                step: int | None = None, vocabulary: str | None = None, progress: bool = True) -> int:
     """Score every line of `input_path` into `output_path` (written atomically). Returns the line count."""
-    cfg, model, config = load_checkpoint_model(checkpoint, step)
-    scorer = Scorer(cfg, model, batch_size)
-    from t5x_lite.data import checkpoint_vocabulary
-    vocab = checkpoint_vocabulary(config, vocabulary)
+    from t5x_lite import loading, partitioning   # lazy: keeps `t5x-lite score --help` fast (no JAX)
+    loaded = loading.load_model(checkpoint, step, vocabulary=vocabulary)
+    cfg, vocab = loaded.model_config, loaded.vocabulary
+    scorer = Scorer(cfg, loaded.model, batch_size)
     examples = read_examples(input_path, scorer, vocab)
     from tqdm import tqdm
     tmp = output_path + ".tmp"
@@ -204,7 +184,8 @@ def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size
     else:
         order = sorted(range(len(examples)), key=lambda k: (len(examples[k][1]), len(examples[k][2])))
     scores: list = [None] * len(examples)
-    with tqdm(total=len(examples), desc="score", unit="ex", file=sys.stderr, disable=not progress) as bar:
+    with tqdm(total=len(examples), desc="score", unit="ex", file=sys.stderr, disable=not progress) as bar, \
+            partitioning.activate(loaded.mesh):
         for start in range(0, len(order), scorer.batch_size):
             idx = order[start:start + scorer.batch_size]
             for k, lp in zip(idx, scorer.score([(examples[k][1], examples[k][2]) for k in idx])):
@@ -223,7 +204,7 @@ def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgParser(
         prog="t5x-lite score",
         description="Log-likelihood of targets given inputs under a checkpoint (encoder_decoder or "
                     "decoder_only). Reads JSONL lines {\"inputs\": ..., \"targets\": ...} (strings, tokenised "
@@ -233,15 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example:\n  t5x-lite score --checkpoint ./ckpt --input pairs.jsonl --output scored.jsonl\n"
                "See docs/interop.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="t5x_lite checkpoint directory")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory or training workdir")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--input", required=True, metavar="FILE.jsonl", help="one JSON object per line")
     p.add_argument("--output", required=True, metavar="OUT.jsonl", help="written once all lines are scored")
     p.add_argument("--batch-size", type=int, default=16, help="rows per jitted call (default 16)")
     p.add_argument("--vocabulary", default=None, metavar="SPEC",
                    help="vocabulary for string inputs/targets (default: the checkpoint's): builtin | byte | spm:PATH[:N]")
+    p.add_argument("--module", action="append", default=[], metavar="NAME",
+                   help="import this module first (e.g. one that registers a vocabulary or tasks; repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    import_modules(args.module)
     n = score_file(args.checkpoint, args.input, args.output, batch_size=args.batch_size, step=args.step,
                    vocabulary=args.vocabulary, progress=not args.no_progress)
     print(f"scored {n} examples -> {args.output}")

@@ -47,8 +47,9 @@ def converted(tmp_path_factory):
 
 
 def load_model(ckpt):
-    from t5x_lite.scoring import load_checkpoint_model   # params restored onto an abstract model
-    return load_checkpoint_model(ckpt)
+    from t5x_lite.loading import load_model   # params restored onto an abstract model
+    loaded = load_model(ckpt)
+    return loaded.model_config, loaded.model, loaded.config
 
 
 def reference(name):
@@ -250,7 +251,7 @@ def test_cli_output_and_architecture_errors(converted, tmp_path, capsys):
 
 def test_scanned_layout_round_trip(tmp_path, capsys):
     """--scan-layers writes the stacked layout a scan_layers=True model restores; t5x-to-hf unscans it."""
-    from t5x_lite.convert import abstract_params
+    from t5x_lite.loading import abstract_params
     from t5x_lite.models import ModelConfig
     from t5x_lite.checkpoints import read_config, restore_params
     src = os.path.join(FIXTURES, "hf_t5_1_1")

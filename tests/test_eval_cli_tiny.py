@@ -17,7 +17,7 @@ from t5x_lite.cli import main as cli_main
 from t5x_lite.data import Feature, InMemorySource, Task, TaskRegistry, get_vocabulary
 from t5x_lite.data import preprocessors as pp
 from t5x_lite.evaluation import evaluator as ev
-from t5x_lite.evaluation import metrics as M
+from t5x_lite.tasks import metrics as M
 
 INPUTS = ["translate English to German: Open the file.", "translate English to German: Close all windows.",
           "translate English to German: Save as", "translate English to German: Quit now",
@@ -157,10 +157,13 @@ def test_user_errors_are_one_line(setup, capsys, tmp_path):
 
 def test_train_evaluators_match_eval(setup):
     root, ckpt, model, vocab, task, _ = setup
-    config = {"evaluation": {"tasks": [task.name], "split": "validation", "num_examples": 5, "batch_size": 4,
-                             "decode": "greedy", "max_decode_length": 12}}
+    from t5x_lite.train.default_config import get_config
+    config = get_config()
+    assert ev.make_train_evaluators(config) == []          # evaluation.tasks is empty by default
+    config.evaluation.update(dict(tasks=[task.name], split="validation", num_examples=5, batch_size=4,
+                                  decode="greedy", max_decode_length=12))
     evaluators = ev.make_train_evaluators(config)
-    assert len(evaluators) == 1 and ev.make_train_evaluators({"evaluation": {"tasks": []}}) == []
+    assert len(evaluators) == 1
     got = evaluators[0](100, model)
     assert got[f"{task.name}/sequence_accuracy"] == pytest.approx(20.0)
     assert set(got) == {f"{task.name}/sequence_accuracy", f"{task.name}/bleu"}

@@ -201,7 +201,7 @@ def test_bad_checkpoints(tmp_path, capsys):
     # An encoder-only (MLM) checkpoint has no sequence likelihood to score.
     from t5x_lite.models import ModelConfig
     from t5x_lite.checkpoints import save_params_checkpoint
-    from t5x_lite.convert import abstract_params
+    from t5x_lite.loading import abstract_params
     import jax
     cfg = ModelConfig(architecture="encoder_only", vocab_size=64, d_model=16, num_heads=2, d_kv=8, d_ff=32,
                       num_encoder_layers=1, num_decoder_layers=0)

@@ -1,5 +1,9 @@
 """`t5x-lite eval` and `t5x-lite infer`.
 
+Both load the checkpoint with t5x_lite.loading.load_model (a checkpoint dir or a training
+workdir, --step or the latest) and decode inside partitioning.activate(mesh) of the mesh the
+params were placed on.  --module NAME imports a module of yours that registers tasks first.
+
 eval:  decode a task's split with a checkpoint and score it with the task's
        postprocessor and metrics; writes OUTPUT/<task>/predictions.jsonl
        (inputs, targets, prediction) and OUTPUT/<task>/metrics.json.
@@ -17,12 +21,16 @@ import os
 import sys
 import time
 
-from t5x_lite.errors import UserError
+from t5x_lite.data.vocabularies import EOS_ID
+from t5x_lite.errors import ArgParser, UserError, import_modules
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one-line errors, exit code 2 (via the dispatcher)
-        raise UserError(f"{self.prog}: {message}")
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint directory or training workdir (t5x-lite train/convert output)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--module", action="append", default=[], metavar="NAME",
+                   help="import this module first, e.g. one that registers your tasks (repeatable)")
 
 
 def _decode_args(p: argparse.ArgumentParser, methods=("greedy", "beam")) -> None:
@@ -41,29 +49,14 @@ def _decode_args(p: argparse.ArgumentParser, methods=("greedy", "beam")) -> None
     g.add_argument("--batch-size", type=int, default=32, help="examples decoded together (default 32)")
 
 
-def _quiet_absl() -> None:
-    # Orbax logs a WARNING for every checkpoint item it is not asked to restore (opt_state, ...).
-    try:
-        from absl import logging as absl_logging
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:
-        pass
-
-
-def _check_checkpoint(path: str) -> None:
-    if not os.path.isdir(path):
-        raise UserError(f"checkpoint directory not found: {path}")
-
-
 # ----------------------------------------------------------------------------------------------
 # eval
 # ----------------------------------------------------------------------------------------------
 
 def eval_main(argv: list[str]) -> int:
-    p = _Parser(prog="t5x-lite eval", description="Decode a task split with a checkpoint and compute the task's "
-                "metrics. Writes OUTPUT/<task>/predictions.jsonl and OUTPUT/<task>/metrics.json.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (t5x-lite train/convert output)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p = ArgParser(prog="t5x-lite eval", description="Decode a task split with a checkpoint and compute the task's "
+                  "metrics. Writes OUTPUT/<task>/predictions.jsonl and OUTPUT/<task>/metrics.json.")
+    _checkpoint_args(p)
     p.add_argument("--task", required=True, help="task or mixture name(s), comma separated (see t5x-lite data list)")
     p.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
@@ -80,18 +73,20 @@ def eval_main(argv: list[str]) -> int:
         raise UserError("--max-examples must be >= 1")
     if args.num_shots < 0:
         raise UserError("--num-shots must be >= 0")
-    _check_checkpoint(args.checkpoint)
-    _quiet_absl()
+    import_modules(args.module)
 
+    # lazy: keeps `t5x-lite eval --help` fast (no JAX import)
+    from t5x_lite import loading, partitioning
     from t5x_lite.evaluation import evaluator as ev
+    from t5x_lite.evaluation import fewshot
     settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
                                  max_decode_length=args.max_decode_length, batch_size=args.batch_size,
                                  finish_rule=args.beam_rule).validate()
     tasks = ev.resolve_tasks(args.task)
-    model, config = ev.load_model(args.checkpoint, args.step)
-    from t5x_lite.data import checkpoint_vocabulary
-    checkpoint_vocabulary(config)  # the tasks decode with their own vocabulary: refuse a changed file
-    arch = model.config.architecture
+    # The tasks decode with their own vocabularies; reading the checkpoint's still refuses a changed file.
+    loaded = loading.load_model(args.checkpoint, args.step)
+    model, config = loaded.model, loaded.config
+    arch = loaded.model_config.architecture
     inputs_length = args.inputs_length
     if inputs_length is None:
         inputs_length = int(((config.get("data") or {}).get("feature_lengths") or {}).get("inputs") or 512)
@@ -99,28 +94,27 @@ def eval_main(argv: list[str]) -> int:
         raise UserError("--inputs-length must be >= 2")
     if args.num_shots and arch != "decoder_only":
         raise UserError(f"--num-shots needs a decoder_only checkpoint; this one is {arch}")
-    summary = {}
     for task in tasks:
         t0 = time.time()
-        if args.num_shots:
-            from t5x_lite.evaluation import fewshot
-            records, metrics = fewshot.evaluate_fewshot(model, task, num_shots=args.num_shots, split=args.split,
-                                                        max_examples=args.max_examples, settings=settings,
-                                                        seed=args.seed, progress=task.name,
-                                                        inputs_length=inputs_length)
-        else:
-            if arch == "decoder_only" and not task.name.endswith(ev.LM_FORMAT_SUFFIX):
-                print(f"note: decoder-only checkpoint on {task.name}: prompts are the task inputs as is "
-                      f"(fine-tuned with configs/finetune_*? use {task.name}{ev.LM_FORMAT_SUFFIX})", file=sys.stderr)
-            records, metrics = ev.evaluate_task(model, task, split=args.split, max_examples=args.max_examples,
-                                                settings=settings, progress=task.name, inputs_length=inputs_length)
+        with partitioning.activate(loaded.mesh):
+            if args.num_shots:
+                records, metrics = fewshot.evaluate_fewshot(
+                    model, task, num_shots=args.num_shots, split=args.split, max_examples=args.max_examples,
+                    settings=settings, seed=args.seed, progress=task.name, inputs_length=inputs_length)
+            else:
+                if arch == "decoder_only" and not task.name.endswith(ev.LM_FORMAT_SUFFIX):
+                    print(f"note: decoder-only checkpoint on {task.name}: prompts are the task inputs as is "
+                          f"(fine-tuned with configs/finetune_*? use {task.name}{ev.LM_FORMAT_SUFFIX})",
+                          file=sys.stderr)
+                records, metrics = ev.evaluate_task(model, task, split=args.split, max_examples=args.max_examples,
+                                                    settings=settings, progress=task.name,
+                                                    inputs_length=inputs_length)
         extra = {"num_examples": len(records), "split": args.split, "decode": args.decode,
-                 "checkpoint": os.path.abspath(args.checkpoint), "num_shots": args.num_shots,
+                 "checkpoint": os.path.abspath(args.checkpoint), "step": loaded.step, "num_shots": args.num_shots,
                  "seconds": round(time.time() - t0, 2)}
         if args.decode == "beam":
             extra.update(beam_size=args.beam_size, alpha=args.alpha, beam_rule=args.beam_rule)
         out = ev.write_results(args.output, task.name, records, metrics, extra)
-        summary[task.name] = metrics
         shown = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
         print(f"{task.name} ({len(records)} examples): {shown}  -> {out}")
     return 0
@@ -142,13 +136,34 @@ def _read_jsonl(path: str) -> list[dict]:
     return rows
 
 
+def _prompts(rows: list[dict], cfg, vocab, add_eos: bool) -> list[list[int]]:
+    prompts = []
+    for n, row in enumerate(rows, 1):
+        x = row["inputs"]
+        if isinstance(x, str):
+            if vocab is None:
+                raise UserError(f"line {n}: text inputs need a vocabulary, and the checkpoint has none "
+                                "(pass --vocabulary or give token ids)")
+            ids = vocab.encode(x) + ([EOS_ID] if add_eos else [])
+        elif isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in x):
+            ids = list(x)
+        else:
+            raise UserError(f"line {n}: inputs must be a string or a list of integer token ids")
+        bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
+        if bad:
+            raise UserError(f"line {n}: token id {bad[0]} out of range [0, {cfg.vocab_size})")
+        if cfg.architecture == "encoder_decoder" and not ids:
+            raise UserError(f"line {n}: empty inputs")
+        prompts.append(ids)
+    return prompts
+
+
 def infer_main(argv: list[str]) -> int:
-    p = _Parser(prog="t5x-lite infer", description="Free-form generation from a checkpoint. Each input line is "
-                'a JSON object with "inputs": a string (tokenized with the checkpoint\'s vocabulary) or a list of '
-                'token ids; each output line adds "prediction" (text, when a vocabulary is known) and '
-                '"prediction_ids".')
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p = ArgParser(prog="t5x-lite infer", description="Free-form generation from a checkpoint. Each input line is "
+                  'a JSON object with "inputs": a string (tokenized with the checkpoint\'s vocabulary) or a list '
+                  'of token ids; each output line adds "prediction" (text, when a vocabulary is known) and '
+                  '"prediction_ids".')
+    _checkpoint_args(p)
     p.add_argument("--input", required=True, help="input JSONL")
     p.add_argument("--output", required=True, help="output JSONL")
     p.add_argument("--vocabulary", default=None,
@@ -166,38 +181,21 @@ def infer_main(argv: list[str]) -> int:
     max_len = 64 if args.max_decode_length is None else args.max_decode_length
     if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
         raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
-    _check_checkpoint(args.checkpoint)
-    _quiet_absl()
+    import_modules(args.module)
     rows = _read_jsonl(args.input)
 
+    # lazy: keeps `t5x-lite infer --help` fast (no JAX import)
+    from t5x_lite import loading, partitioning
     from t5x_lite.evaluation import evaluator as ev
-    model, config = ev.load_model(args.checkpoint, args.step)
-    cfg = model.config
-    from t5x_lite.data import checkpoint_vocabulary
-    vocab = checkpoint_vocabulary(config, args.vocabulary)
+    loaded = loading.load_model(args.checkpoint, args.step, vocabulary=args.vocabulary)
+    cfg, vocab = loaded.model_config, loaded.vocabulary
     add_eos = args.add_eos == "yes" or (args.add_eos == "auto" and cfg.architecture == "encoder_decoder")
-    prompts = []
-    for n, row in enumerate(rows, 1):
-        x = row["inputs"]
-        if isinstance(x, str):
-            if vocab is None:
-                raise UserError(f"line {n}: text inputs need a vocabulary, and the checkpoint has none "
-                                "(pass --vocabulary or give token ids)")
-            ids = vocab.encode(x) + ([1] if add_eos else [])
-        elif isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in x):
-            ids = list(x)
-        else:
-            raise UserError(f"line {n}: inputs must be a string or a list of integer token ids")
-        bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
-        if bad:
-            raise UserError(f"line {n}: token id {bad[0]} out of range [0, {cfg.vocab_size})")
-        if cfg.architecture == "encoder_decoder" and not ids:
-            raise UserError(f"line {n}: empty inputs")
-        prompts.append(ids)
+    prompts = _prompts(rows, cfg, vocab, add_eos)
     settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
                                  batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, seed=args.seed, finish_rule=args.beam_rule).validate()
-    preds = ev.predict(model, prompts, settings, max_decode_length=max_len, progress="infer")
+    with partitioning.activate(loaded.mesh):
+        preds = ev.predict(loaded.model, prompts, settings, max_decode_length=max_len, progress="infer")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -1,8 +1,9 @@
-"""Decode-based evaluation: checkpoint -> predictions -> the task's postprocessor and metrics.
+"""Decode-based evaluation: model -> predictions -> the task's postprocessor and metrics.
 
-Used by `t5x-lite eval` (evaluation/cli.py) and, through `make_train_evaluators`,
-by the trainer for periodic validation (contract F: each evaluator is a callable
-(step, model) -> {metric name: float}).
+Used by `t5x-lite eval` (evaluation/cli.py) and, through `make_train_evaluators`, by the trainer
+for periodic validation: each evaluator is a callable (step, model) -> {metric name: float}.
+Callers run these functions inside `partitioning.activate(mesh)` of the mesh the model's params
+live on (t5x_lite.loading.load_model gives one).
 
 Flow for one task (as seqio's Evaluator, without TensorFlow):
   1. the first N examples of a split, in order (no shuffling), after the task's preprocessors;
@@ -24,7 +25,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from t5x_lite import decoding
+import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks the evaluator looks up by name)
+from t5x_lite import data, decoding
 from t5x_lite.errors import UserError
 
 # T5 paper, decoder-only fine-tuning: "translate English to German: That is good. target: Das ist gut."
@@ -56,48 +58,8 @@ class DecodeSettings:
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------
-
-def load_model(checkpoint: str, step: int | None = None):
-    """(model, config dict) from a checkpoint directory (contract D); params restored onto an
-    abstract model, so nothing is randomly initialized first."""
-    from flax import nnx
-
-    from t5x_lite.models import ModelConfig, build_model
-    from t5x_lite.checkpoints import read_config, restore_params
-
-    if not os.path.isdir(checkpoint):
-        raise UserError(f"checkpoint directory not found: {checkpoint}")
-    from t5x_lite.checkpoints import latest_step
-    if latest_step(checkpoint) is None and os.path.isdir(os.path.join(checkpoint, "checkpoints")):
-        checkpoint = os.path.join(checkpoint, "checkpoints")   # a training workdir was given
-    config = read_config(checkpoint, step)
-    if not isinstance(config.get("model"), dict):
-        raise UserError(f"checkpoint {checkpoint} has no model config")
-    cfg = ModelConfig.from_dict(config["model"])
-    abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    params = restore_params(checkpoint, step)
-    try:
-        nnx.replace_by_pure_dict(state, params)
-    except Exception as e:
-        raise UserError(f"checkpoint {checkpoint} params do not match its model config: {e}") from None
-    return nnx.merge(graphdef, state), config
-
-
-def model_config_of(model):
-    return model.config
-
-
-# ----------------------------------------------------------------------------------------------
 # Tasks and examples
 # ----------------------------------------------------------------------------------------------
-
-def _registry():
-    import t5x_lite.data as data
-    return data
-
 
 def lm_target_marker(marker: str = LM_TARGET_MARKER):
     """Text preprocessor: inputs -> "<inputs> target:" (before tokenization)."""
@@ -118,7 +80,6 @@ def lm_format_task(name: str) -> str:
     " target:" appended to its inputs text, the T5 paper's format for decoder-only and
     prefix-LM fine-tuning ("inputs target: targets" after the feature converter's concatenation;
     at inference the prompt is the inputs up to "target:")."""
-    data = _registry()
     new = name + LM_FORMAT_SUFFIX
     if new in data.TaskRegistry.names():
         return new
@@ -140,7 +101,6 @@ def lm_format_task(name: str) -> str:
 
 def resolve_tasks(names: str | Sequence[str]) -> list:
     """Task objects for a comma list of task or mixture names (a mixture expands to its tasks)."""
-    data = _registry()
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
@@ -205,7 +165,7 @@ def _strip_eos(ids) -> list[int]:
     return ids
 
 
-def prompt_ids(architecture: str, ex: dict) -> list[int]:
+def prompt_ids(ex: dict) -> list[int]:
     """The inputs ids exactly as the task made them (EOS included when the task adds it): the
     encoder's input, or for decoder-only models the prefix that the PrefixLM feature converter
     puts before the targets (inputs ++ targets), so the prompt matches training."""
@@ -223,7 +183,7 @@ def predict(model, prompts: Sequence[Sequence[int]], settings: DecodeSettings, *
     import jax
 
     settings.validate()
-    arch = model_config_of(model).architecture
+    arch = model.config.architecture
     length = max([len(p) for p in prompts] + [1])
     bs = min(settings.batch_size, len(prompts)) or 1
     batches = range(0, len(prompts), bs)
@@ -269,16 +229,16 @@ def evaluate_task(model, task, *, split: str = "validation", max_examples: int |
     if examples is None:
         examples = task_examples(task, split, max_examples, inputs_length)
     examples = list(examples)
-    arch = model_config_of(model).architecture
+    arch = model.config.architecture
     if arch not in ("encoder_decoder", "decoder_only"):
         raise UserError(f"cannot decode-evaluate a {arch} model")
     vocab_in = task.output_features.get("inputs", task.output_features["targets"]).vocabulary
     vocab_out = task.output_features["targets"].vocabulary
-    vsize = model_config_of(model).vocab_size
+    vsize = model.config.vocab_size
     if vocab_out.vocab_size > vsize:
         raise UserError(f"task {task.name} vocabulary has {vocab_out.vocab_size} ids but the model only {vsize}")
     if prompts is None:
-        prompts = [prompt_ids(arch, ex) for ex in examples]
+        prompts = [prompt_ids(ex) for ex in examples]
     max_len = settings.max_decode_length or max(len(_strip_eos(ex["targets"])) + 1 for ex in examples)
     pred_ids = predict(model, prompts, settings, max_decode_length=max_len, progress=progress)
     pred_text = [vocab_out.decode(p) for p in pred_ids]
@@ -305,41 +265,25 @@ def write_results(output_dir: str, task_name: str, records: Iterable[dict], metr
 
 
 # ----------------------------------------------------------------------------------------------
-# Periodic evaluation during training (contract F)
+# Periodic evaluation during training
 # ----------------------------------------------------------------------------------------------
 
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default) if hasattr(cfg, key) else default
-
-
 def make_train_evaluators(config) -> list[Callable[[int, Any], dict[str, float]]]:
-    """One callable (step, model) -> {"<task>/<metric>": value} per task in
-    config.evaluation.tasks (empty -> no evaluators).  Each decodes the first
-    config.evaluation.num_examples (default 64) examples of the task's
-    config.evaluation.split (default config.data.eval_split or "validation") with
-    config.evaluation's decode settings (method greedy, beam_size, alpha, batch_size,
-    max_decode_length) and returns the task's metrics.  Examples are read once, on first use."""
-    ev = _get(config, "evaluation")
-    tasks = list(_get(ev, "tasks", None) or [])
-    if not tasks:
+    """One callable (step, model) -> {"<task>/<metric>": value} per task in config.evaluation.tasks
+    (empty -> no evaluators).  Each decodes the first config.evaluation.num_examples examples of
+    config.evaluation.split (empty: config.data.eval_split) with config.evaluation's decode
+    settings (decode, beam_size, alpha, batch_size, max_decode_length), inputs trimmed to
+    config.data.feature_lengths["inputs"] as in training, and returns the task's metrics.
+    Examples are read once, on first use."""
+    ev = config.evaluation
+    if not list(ev.tasks):
         return []
-    data_cfg = _get(config, "data")
-    split = _get(ev, "split", None) or _get(data_cfg, "eval_split", None) or "validation"
-    num = int(_get(ev, "num_examples", 64) or 64)
-    settings = DecodeSettings(method=_get(ev, "decode", _get(ev, "method", "greedy")) or "greedy",
-                              beam_size=int(_get(ev, "beam_size", 4)), alpha=float(_get(ev, "alpha", 0.6)),
-                              batch_size=int(_get(ev, "batch_size", 16)),
-                              max_decode_length=_get(ev, "max_decode_length", None)).validate()
-    evaluators = []
-    lengths = _get(data_cfg, "feature_lengths", None)
-    inputs_length = _get(lengths, "inputs", None)
-    for task in resolve_tasks(tasks):
-        evaluators.append(_TrainEvaluator(task, split, num, settings, inputs_length))
-    return evaluators
+    split = ev.split or config.data.eval_split
+    settings = DecodeSettings(method=ev.decode, beam_size=int(ev.beam_size), alpha=float(ev.alpha),
+                              batch_size=int(ev.batch_size), max_decode_length=ev.max_decode_length).validate()
+    inputs_length = dict(config.data.feature_lengths).get("inputs")
+    return [_TrainEvaluator(task, split, int(ev.num_examples), settings, inputs_length)
+            for task in resolve_tasks(list(ev.tasks))]
 
 
 class _TrainEvaluator:
