@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import t5x_lite.tasks  # noqa: F401  (registers the builtin_* tasks)
 from t5x_lite.data import (InMemorySource, Mixture, MixtureRegistry, Task, TaskRegistry, TextLineSource,
                            get_vocabulary, make_pipeline)
 from t5x_lite.data import preprocessors as pp

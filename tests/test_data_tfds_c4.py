@@ -8,6 +8,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
+import t5x_lite.tasks  # noqa: E402,F401  (registers the c4_v220_* tasks)
 from t5x_lite.data import TaskRegistry, get_vocabulary, make_pipeline  # noqa: E402
 from t5x_lite.errors import UserError  # noqa: E402
 

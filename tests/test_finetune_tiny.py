@@ -15,8 +15,8 @@ import pytest
 from t5x_lite.cli import main as cli_main
 from t5x_lite.data import Feature, InMemorySource, Task, TaskRegistry, get_vocabulary
 from t5x_lite.data import preprocessors as pp
-from t5x_lite.evaluation import metrics as M
-from t5x_lite.evaluation import postprocessors as P
+from t5x_lite.tasks import metrics as M
+from t5x_lite.tasks import postprocessors as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABELS = ["noun.animal", "noun.plant", "verb.motion"]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from t5x_lite.evaluation import metrics, postprocessors
+from t5x_lite.tasks import metrics, postprocessors
 
 
 def test_accuracy_invalid_label_counts_as_wrong():

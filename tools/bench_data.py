@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     args = parser.parse_args()
 
+    import t5x_lite.tasks  # noqa: F401  (registers the built-in task names)
     from t5x_lite.data import make_pipeline
     t0 = time.perf_counter()
     pipe = make_pipeline(args.task, split="train", architecture=args.architecture,

@@ -1,9 +1,11 @@
 """Data: vocabularies, sources, preprocessors, feature converters, task/mixture registry, grain pipeline.
 
-Public API (contracts.md section C):
   get_vocabulary(spec)                       "builtin" | "byte[:N]" | "spm:PATH[:N]"
   Task, Mixture, Feature, TaskRegistry, MixtureRegistry, get_task_or_mixture
   make_pipeline(name, split=, feature_lengths=, architecture=, batch_size=, seed=, ...) -> Pipeline
+
+The registries start empty: `import t5x_lite.tasks` registers the built-in tasks.  This package imports
+neither jax nor the task definitions, so `import t5x_lite.data` stays light.
 """
 
 from t5x_lite.data.vocabularies import (ByteVocabulary, SentencePieceVocabulary, Vocabulary,  # noqa: F401
@@ -13,4 +15,5 @@ from t5x_lite.data.sources import (BuiltinSource, DataSource, InMemorySource, Js
                                    TextLineSource, TfdsSource)
 from t5x_lite.data.tasks import (Mixture, MixtureRegistry, Task, TaskRegistry,  # noqa: F401
                                  get_task_or_mixture)
-from t5x_lite.data.pipeline import ExampleStream, Pipeline, make_pipeline  # noqa: F401
+from t5x_lite.data.streams import ExampleStream, MixtureStream  # noqa: F401
+from t5x_lite.data.pipeline import Pipeline, make_pipeline  # noqa: F401

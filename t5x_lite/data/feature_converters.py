@@ -1,4 +1,4 @@
-"""Feature converters: task examples {"inputs", "targets"} -> model batches (contracts.md section A).
+"""Feature converters: task examples {"inputs", "targets"} -> model batches.
 
 Each converter
   1. `prepare(example)`: turns one task example into per-stack token arrays ("streams"), trimmed to the

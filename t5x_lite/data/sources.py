@@ -223,7 +223,7 @@ class TfdsSource(DataSource):
         return TfdsSource(self.name, data_dir, self._splits, self.split_map)
 
     def _load(self, split):
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds   # lazy: keeps `import t5x_lite.data` (and the CLIs) fast
         try:
             ds = tfds.data_source(self.name, split=self.split_map.get(split, split), data_dir=self.data_dir,
                                   download=False)

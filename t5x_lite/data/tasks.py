@@ -1,27 +1,26 @@
-"""Task / Mixture and their global registries (seqio-style), plus the built-in pre-training tasks.
+"""Task / Mixture and their global registries (seqio-style).
 
     Task(name, source, preprocessors, output_features, metric_fns=(), postprocess_fn=None)
     Mixture(name, [(task_or_name, rate), ...])       rates are relative sampling weights
     TaskRegistry.add(task) / .get(name) / .names();  MixtureRegistry likewise
     get_task_or_mixture(name)                        UserError with close matches for unknown names
+    pretraining_task(name, source, objective, vocab) a task with one of preprocessors.OBJECTIVES
+    task_from_spec("text:GLOB;..." | "jsonl:GLOB;...")  a pre-training task on your own files
 
-Built-in tasks on the shipped corpus (vocabulary "builtin"): builtin_span_corruption (T5 default),
-builtin_iid_denoising, builtin_prefix_lm, builtin_lm, builtin_bert_style, builtin_mass_style,
-builtin_drop_tokens, builtin_deshuffle, builtin_mlm (encoder-only), plus the Table 6/7 variants
-builtin_iid_denoising_{10,25,50} and builtin_span_corruption_len{2,5,10}.
-T5's own names for TFDS C4 (c4/en:2.2.0, field "text", vocabulary "builtin" unless given):
-c4_v220_span_corruption, c4_v220_iid_denoising, c4_v220_prefix_lm, c4_v220_full_lm.
+This module only holds the machinery: the registries start empty.  `import t5x_lite.tasks` registers
+the built-in tasks (t5x_lite/tasks/builtin.py, downstream.py, local.py); `--module NAME` imports a
+user's module that registers more.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from typing import Callable, Iterable, Mapping, Sequence
 
 from t5x_lite.data import preprocessors as pp
 from t5x_lite.data.preprocessors import ConcatAndSplit, Feature
-from t5x_lite.data.sources import BuiltinSource, DataSource, TfdsSource
+from t5x_lite.data.sources import DataSource, HashSplitSource, JsonlSource, TextLineSource, TfdsSource
+from t5x_lite.data.streams import ExampleStream
 from t5x_lite.data.vocabularies import get_vocabulary
 from t5x_lite.errors import UserError
 
@@ -64,7 +63,6 @@ class Task:
                      feature_lengths: Mapping[str, int] | None = None, num_epochs: int | None = 1,
                      process_index: int = 0, process_count: int = 1):
         """Iterator of preprocessed examples (before packing); it has get_state()/set_state()."""
-        from t5x_lite.data.pipeline import ExampleStream
         return ExampleStream(self, split, feature_lengths=feature_lengths or {}, seed=seed, shuffle=shuffle,
                              num_epochs=num_epochs, process_index=process_index, process_count=process_count)
 
@@ -110,7 +108,8 @@ def _unknown(kind: str, name: str, candidates: Iterable[str]) -> UserError:
     candidates = sorted(candidates)
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
-    return UserError(f"unknown {kind} {name!r}{hint} (`t5x-lite data list` shows all {len(candidates)})")
+    return UserError(f"unknown {kind} {name!r}{hint} (`t5x-lite data list` shows all {len(candidates)}; "
+                     "a task defined in your own module needs `--module NAME`)")
 
 
 class _Registry:
@@ -169,9 +168,6 @@ def get_task_or_mixture(name: str) -> "Task | Mixture":
     raise _unknown("task or mixture", name, TaskRegistry.names() + MixtureRegistry.names())
 
 
-# --------------------------------------------------------------------------------------------------
-# Built-in tasks
-# --------------------------------------------------------------------------------------------------
 def pretraining_task(name: str, source: DataSource, objective: str, vocabulary, text_key: str = "text",
                      description: str = "", **objective_kw) -> Task:
     """A pre-training task on a text source with one of preprocessors.OBJECTIVES."""
@@ -180,46 +176,6 @@ def pretraining_task(name: str, source: DataSource, objective: str, vocabulary, 
         features = {"inputs": Feature(vocabulary), "targets": Feature(vocabulary)}
     return Task(name, source, pp.pretraining_preprocessors(objective, text_key, **objective_kw), features,
                 description=description)
-
-
-_BUILTIN_DESCRIPTIONS = {
-    "span_corruption": "T5 span corruption (15%, mean span 3; inputs 512 <- 568 raw tokens, targets 114)",
-    "iid_denoising": "i.i.d. denoising, 15%, each run of dropped tokens -> one sentinel (Table 5 'replace spans')",
-    "prefix_lm": "prefix LM: random split point, prefix -> inputs, rest -> targets",
-    "full_lm": "language modeling: targets only (decoder-only)",
-    "bert_style": "BERT-style: 15% corrupted (90% mask, 10% random), target = original (Table 4)",
-    "mass_style": "MASS-style: 15% masked, target = original (Table 5)",
-    "drop_tokens": "drop corrupted tokens: 15% dropped from inputs, targets = dropped tokens (Table 5)",
-    "deshuffle": "deshuffling: inputs = shuffled tokens, target = original (Table 4)",
-    "bert_mlm": "BERT MLM for the encoder-only model (80% mask / 10% random / 10% keep on 15%)",
-}
-
-
-def _register_builtin() -> None:
-    source = BuiltinSource()
-    vocab = get_vocabulary("builtin")
-    corpus = "shipped WordNet+Shakespeare corpus"
-    names = {"span_corruption": "builtin_span_corruption", "iid_denoising": "builtin_iid_denoising",
-             "prefix_lm": "builtin_prefix_lm", "full_lm": "builtin_lm", "bert_style": "builtin_bert_style",
-             "mass_style": "builtin_mass_style", "drop_tokens": "builtin_drop_tokens",
-             "deshuffle": "builtin_deshuffle", "bert_mlm": "builtin_mlm"}
-    for objective, name in names.items():
-        TaskRegistry.add(pretraining_task(name, source, objective, vocab,
-                                          description=f"{_BUILTIN_DESCRIPTIONS[objective]}; {corpus}"))
-    for rate in (10, 25, 50):   # Table 6
-        TaskRegistry.add(pretraining_task(f"builtin_iid_denoising_{rate}", source, "iid_denoising", vocab,
-                                          description=f"i.i.d. denoising at {rate}% corruption (Table 6); {corpus}",
-                                          noise_density=rate / 100))
-    for span in (2, 5, 10):     # Table 7
-        TaskRegistry.add(pretraining_task(f"builtin_span_corruption_len{span}", source, "span_corruption", vocab,
-                                          description=f"span corruption, mean span length {span} (Table 7); {corpus}",
-                                          mean_noise_span_length=float(span)))
-    c4 = TfdsSource("c4/en:2.2.0", splits=("train", "validation"))
-    for objective, name in (("span_corruption", "c4_v220_span_corruption"), ("iid_denoising", "c4_v220_iid_denoising"),
-                            ("prefix_lm", "c4_v220_prefix_lm"), ("full_lm", "c4_v220_full_lm")):
-        TaskRegistry.add(pretraining_task(name, c4, objective, vocab,
-                                          description=f"{_BUILTIN_DESCRIPTIONS[objective]}; TFDS c4/en:2.2.0 "
-                                                      "(prepared locally, array_record)"))
 
 
 SPEC_OPTIONS = ("objective", "vocab", "field", "paragraphs")
@@ -231,7 +187,6 @@ def task_from_spec(spec: str) -> Task:
         text:/data/*.txt;objective=prefix_lm;vocab=spm:/v/my.model;paragraphs=1
         jsonl:/data/*.jsonl.gz;field=body;objective=full_lm
     Splits: train / validation by md5(text)[0] < 4 (1.6%), like the shipped corpus."""
-    from t5x_lite.data.sources import HashSplitSource, JsonlSource, TextLineSource
     kind, _, rest = spec.partition(":")
     pattern, *options = rest.split(";")
     opts: dict[str, str] = {}
@@ -249,17 +204,3 @@ def task_from_spec(spec: str) -> Task:
     objective = opts.get("objective", "span_corruption")
     return pretraining_task(spec, HashSplitSource(base, "all"), objective, get_vocabulary(opts.get("vocab", "builtin")),
                             description=f"{objective} on {base.description}")
-
-
-def _import_downstream() -> None:
-    """Tasks owned by the tasks engineer register themselves on import (if the modules exist)."""
-    for module in ("t5x_lite.data.tasks_downstream", "t5x_lite.data.tasks_local"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-
-
-_register_builtin()
-_import_downstream()

@@ -15,9 +15,12 @@ ids as "<extra_id_N>" and drops ids >= vocab_size (a model's embedding table may
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from typing import Iterable, Sequence
+
+import sentencepiece as spm
 
 from t5x_lite.errors import UserError
 
@@ -112,7 +115,6 @@ class Vocabulary:
 class SentencePieceVocabulary(Vocabulary):
     def __init__(self, model_file: str, extra_ids: int = DEFAULT_EXTRA_IDS):
         super().__init__(extra_ids)
-        import sentencepiece as spm
         if not os.path.isfile(model_file):
             raise UserError(f"SentencePiece model not found: {model_file}")
         self.model_file = model_file
@@ -183,7 +185,6 @@ def vocabulary_fingerprint(vocab: Vocabulary) -> str:
     """A short content hash: the SentencePiece model file's bytes (or the byte scheme) plus the
     number of extra ids.  Stored in checkpoints beside the vocabulary *spec*, because a spec such
     as "builtin" or "spm:PATH" names a file whose content can change under a trained checkpoint."""
-    import hashlib
     h = hashlib.sha256()
     if isinstance(vocab, SentencePieceVocabulary):
         with open(vocab.model_file, "rb") as f:

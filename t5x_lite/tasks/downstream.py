@@ -10,7 +10,7 @@ features in sorted order unless T5 lists them), and the label word as the target
     translate English to German: That is good.                 -> Das ist gut.
     summarize: <article>                                       -> <highlights>
     question: <question> context: <context>                    -> <first answer>
-Metrics and postprocessors are T5's (t5x_lite.evaluation); an invalid label counts as wrong.
+Metrics and postprocessors are T5's (metrics.py, postprocessors.py); an invalid label counts as wrong.
 
 Simplified against T5 (see docs/downstream.md): ReCoRD makes one example per query (target =
 first answer, metric = max over all answers) instead of one per answer; WSC uses T5's "simple"
@@ -30,8 +30,8 @@ from t5x_lite.data.preprocessors import Feature
 from t5x_lite.data.sources import TfdsSource
 from t5x_lite.data.tasks import Mixture, MixtureRegistry, Task, TaskRegistry
 from t5x_lite.data.vocabularies import get_vocabulary
-from t5x_lite.evaluation import metrics as M
-from t5x_lite.evaluation import postprocessors as P
+from t5x_lite.tasks import metrics as M
+from t5x_lite.tasks import postprocessors as P
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian"}
 

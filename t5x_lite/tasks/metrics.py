@@ -223,7 +223,7 @@ def rouge(targets, predictions, rouge_types=("rouge1", "rouge2", "rougeL", "roug
     value; the plain mean used here is that aggregate's point estimate without
     the resampling noise.
     """
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer   # lazy: it loads nltk (seconds); keeps every CLI's start fast
     _check_lengths(targets, predictions)
     scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=use_stemmer)
     totals = collections.defaultdict(float)
@@ -240,7 +240,7 @@ def bleu(targets, predictions, tokenize: str = "intl") -> dict[str, float]:
     targets: one reference string per example (or a list of references, all of
     the same count, for multi-reference sets).
     """
-    import sacrebleu
+    import sacrebleu   # lazy: keeps `import t5x_lite.tasks` (and every CLI) fast
     _check_lengths(targets, predictions)
     if isinstance(targets[0], str):
         references = [list(targets)]

@@ -1,6 +1,6 @@
 """Local downstream stand-ins, registered as tasks with T5-style prefixes.
 
-The data comes from `t5x-lite data build-local` (t5x_lite/data/local_data.py), which writes TFDS
+The data comes from `t5x-lite data build-local` (t5x_lite/builders/local.py), which writes TFDS
 array_record datasets into $T5X_LITE_DATA_DIR or ~/.cache/t5x_lite/local_tfds; these tasks read
 from the same default (`Task.with_data_dir(dir)` / `--data-dir` for another place).
 
@@ -14,16 +14,44 @@ from the same default (`Task.with_data_dir(dir)` / `--data-dir` for another plac
 
 from __future__ import annotations
 
-from t5x_lite.data.local_data import default_data_dir
-from t5x_lite.data.local_sources import DEBIAN_SECTIONS, WORDNET_LEXNAMES
+import os
+
 from t5x_lite.data.sources import TfdsSource
 from t5x_lite.data.tasks import TaskRegistry
-from t5x_lite.data.tasks_downstream import (LANGUAGE_NAMES, glue_text, squad_text, summarize_text,
-                                            text_task, translate_text)
-from t5x_lite.evaluation import metrics as M
-from t5x_lite.evaluation import postprocessors as P
+from t5x_lite.tasks import metrics as M
+from t5x_lite.tasks import postprocessors as P
+from t5x_lite.tasks.downstream import (LANGUAGE_NAMES, glue_text, squad_text, summarize_text, text_task,
+                                       translate_text)
 
 LOCAL_VERSION = "1.0.0"
+
+# WordNet 3.0 lexicographer files, by number (lexnames(5WN)); the labels of local_wordnet_lexname.
+WORDNET_LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
+    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
+    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
+    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
+    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
+    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl")
+
+# Debian bookworm archive sections (main), the labels of local_debian_section.
+DEBIAN_SECTIONS = (
+    "admin", "cli-mono", "comm", "database", "debug", "devel", "doc", "editors", "education",
+    "electronics", "embedded", "fonts", "games", "gnome", "gnu-r", "gnustep", "golang", "graphics",
+    "hamradio", "haskell", "httpd", "interpreters", "introspection", "java", "javascript", "kde",
+    "kernel", "libdevel", "libs", "lisp", "localization", "mail", "math", "metapackages", "misc",
+    "net", "news", "ocaml", "oldlibs", "otherosfs", "perl", "php", "python", "ruby", "rust",
+    "science", "shells", "sound", "tasks", "tex", "text", "utils", "vcs", "video", "web", "x11",
+    "xfce", "zope")
+
+
+def default_data_dir() -> str:
+    """$T5X_LITE_DATA_DIR, else ~/.cache/t5x_lite/local_tfds: where the local tasks read and
+    `t5x-lite data build-local` writes."""
+    return os.environ.get("T5X_LITE_DATA_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "t5x_lite", "local_tfds")
 
 
 def _source(name: str, data_dir: str | None = None) -> TfdsSource:
