@@ -117,12 +117,42 @@ def test_data_inspect_text_and_errors(capsys):
 
 
 def test_build_local_dispatch(monkeypatch):
-    import sys
+    from t5x_lite.builders import local as builder
     calls = []
-    fake = type(sys)("t5x_lite.data.local_data")
-    fake.main = lambda argv: calls.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "t5x_lite.data.local_data", fake)
+    monkeypatch.setattr(builder, "main", lambda argv: calls.append(argv) or 0)
     assert data_main(["build-local", "--only", "x"]) == 0 and calls == [["--only", "x"]]
-    monkeypatch.setitem(sys.modules, "t5x_lite.data.local_data", None)   # import now fails
-    with pytest.raises(UserError, match="local_data is missing"):
-        data_main(["build-local"])
+
+
+def test_build_local_help_and_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        data_main(["build-local", "--help"])
+    assert e.value.code == 0 and "--max-examples" in capsys.readouterr().out
+    assert t5x_lite_main(["data", "build-local", "--max-examples", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-examples" in err and len(err.strip().splitlines()) == 1
+
+
+def test_data_module_flag(tmp_path, monkeypatch, capsys):
+    """`--module NAME` imports a user's module that registers a task; list and inspect then see it."""
+    (tmp_path / "my_c1_tasks.py").write_text(
+        "from t5x_lite.data import Feature, InMemorySource, Task, TaskRegistry, get_vocabulary\n"
+        "from t5x_lite.data import preprocessors as pp\n"
+        "v = get_vocabulary('builtin')\n"
+        "TaskRegistry.add(Task('my_c1_copy', InMemorySource({'validation': [{'inputs': 'a b', 'targets': 'a b'}]}),\n"
+        "                      [pp.tokenize, pp.append_eos], {'inputs': Feature(v), 'targets': Feature(v)},\n"
+        "                      description='my own copy task'), replace=True)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert t5x_lite_main(["data", "inspect", "--task", "my_c1_copy_nope"]) == 2
+    assert "--module" in capsys.readouterr().err          # the unknown-name error points at --module
+    try:
+        assert data_main(["list", "--module", "my_c1_tasks"]) == 0
+        assert any(line.split()[:2] == ["my_c1_copy", "task"] for line in capsys.readouterr().out.splitlines())
+        assert data_main(["inspect", "--task", "my_c1_copy", "--module", "my_c1_tasks", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out.splitlines()[0])["targets_pretty"] == "a b</s>"
+    finally:
+        import sys
+        from t5x_lite.data import TaskRegistry
+        TaskRegistry.remove("my_c1_copy")
+        sys.modules.pop("my_c1_tasks", None)
+    assert t5x_lite_main(["data", "list", "--module", "no_such_module_c1"]) == 2
+    assert "--module no_such_module_c1" in capsys.readouterr().err

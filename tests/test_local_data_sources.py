@@ -7,9 +7,11 @@ import struct
 
 import pytest
 
-from t5x_lite.data import local_data
-from t5x_lite.data import local_sources as src
+from t5x_lite.builders import local as builder
+from t5x_lite.builders import local_sources as src
+from t5x_lite.data import TaskRegistry
 from t5x_lite.errors import UserError
+from t5x_lite.tasks.local import LOCAL_TASK_NAMES, WORDNET_LEXNAMES, default_data_dir, local_tasks
 
 
 def write_mo(entries, charset="UTF-8") -> bytes:
@@ -206,11 +208,11 @@ def test_wordnet_parsers(wordnet_dir):
     assert len(syn) == 6                                                 # header skipped
     child = syn[0]
     assert (child["offset"], child["pos"], child["words"]) == ("09918248", "n", ["child", "kid"])
-    assert src.WORDNET_LEXNAMES[child["lexfile"]] == "noun.person"
-    assert src.WORDNET_LEXNAMES[syn[2]["lexfile"]] == "verb.communication"
-    assert src.WORDNET_LEXNAMES[syn[5]["lexfile"]] == "adv.all"
+    assert WORDNET_LEXNAMES[child["lexfile"]] == "noun.person"
+    assert WORDNET_LEXNAMES[syn[2]["lexfile"]] == "verb.communication"
+    assert WORDNET_LEXNAMES[syn[5]["lexfile"]] == "adv.all"
     assert src.definition_of(child["gloss"]) == "a human offspring (son or daughter) of any age"
-    assert len(src.WORDNET_LEXNAMES) == 45
+    assert len(WORDNET_LEXNAMES) == 45
 
 
 def test_wordnet_qa_is_extractive(wordnet_dir):
@@ -230,8 +232,6 @@ def test_wordnet_qa_is_extractive(wordnet_dir):
 
 def test_build_local_end_to_end(tmp_path, wordnet_dir, monkeypatch):
     """Catalogs + WordNet in tmp dirs -> TFDS -> the registered local tasks read them."""
-    from t5x_lite.data import TaskRegistry
-
     locale = tmp_path / "locale"
     for i in range(12):      # 12 catalogs of 3 pairs: validation takes whole catalogs
         d = locale / "de" / "LC_MESSAGES"
@@ -240,10 +240,10 @@ def test_build_local_end_to_end(tmp_path, wordnet_dir, monkeypatch):
             {f"Program {i} opens file number {j}": f"Programm {i} öffnet Datei Nummer {j}" for j in range(3)}))
     monkeypatch.setattr(src, "LOCALE_ROOTS", (str(locale),))
     monkeypatch.setattr(src, "WORDNET_DIR", wordnet_dir)
-    monkeypatch.setattr(local_data, "VALIDATION_PERCENT", 50)
+    monkeypatch.setattr(builder, "VALIDATION_PERCENT", 50)
     out = str(tmp_path / "tfds")
     names = ["local_translate_en_de", "local_wordnet_lexname"]
-    res = local_data.build(names, out, install=False, log=lambda m: None)
+    res = builder.build(names, out, install=False, log=lambda m: None)
     tr = res["local_translate_en_de"]
     assert tr["train"] + tr["validation"] == 36 and tr["validation"] % 3 == 0 and tr["validation"] > 0
     lex = res["local_wordnet_lexname"]
@@ -264,15 +264,13 @@ def test_build_local_end_to_end(tmp_path, wordnet_dir, monkeypatch):
     assert got["lexname gloss: any of several breeds of very small dogs kept purely as pets"] == "noun.animal"
 
     # idempotent: a second run skips what exists
-    again = local_data.build(names, out, install=False, log=lambda m: None)
+    again = builder.build(names, out, install=False, log=lambda m: None)
     assert again["local_translate_en_de"]["status"] == "exists"
     assert again["local_translate_en_de"]["train"] == tr["train"]
 
 
 def test_build_debian_tasks_and_caps(tmp_path, monkeypatch):
     """apt lists in a tmp dir -> summarization + section datasets -> the local tasks."""
-    from t5x_lite.data import TaskRegistry
-
     lists = tmp_path / "lists"
     lists.mkdir()
     paras = []
@@ -284,12 +282,12 @@ def test_build_debian_tasks_and_caps(tmp_path, monkeypatch):
         "\n".join(f"Package: pkg{i}\nSource: src{i // 2}\nSection: {'utils' if i % 2 else 'libs'}\n"
                   for i in range(8)))
     monkeypatch.setattr(src, "APT_LISTS", str(lists))
-    monkeypatch.setattr(local_data, "VALIDATION_PERCENT", 50)
+    monkeypatch.setattr(builder, "VALIDATION_PERCENT", 50)
     out = str(tmp_path / "tfds")
     names = ["local_summarize_debian", "local_debian_section"]
-    res = local_data.build(names, out, install=False, log=lambda m: None, max_examples=1)
+    res = builder.build(names, out, install=False, log=lambda m: None, max_examples=1)
     assert res["local_summarize_debian"]["train"] == 1 == res["local_summarize_debian"]["validation"]
-    res = local_data.build(names, out, install=False, log=lambda m: None)     # a capped build is redone
+    res = builder.build(names, out, install=False, log=lambda m: None)     # a capped build is redone
     assert res["local_summarize_debian"]["status"].startswith("built")
     assert res["local_summarize_debian"]["train"] + res["local_summarize_debian"]["validation"] == 8
 
@@ -311,21 +309,21 @@ def test_build_debian_tasks_and_caps(tmp_path, monkeypatch):
 def test_missing_sources_are_skipped_with_a_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(src, "WORDNET_DIR", str(tmp_path / "nowhere"))
     msgs = []
-    res = local_data.build(["local_wordnet_lexname"], str(tmp_path / "out"), install=False, log=msgs.append)
+    res = builder.build(["local_wordnet_lexname"], str(tmp_path / "out"), install=False, log=msgs.append)
     assert res["local_wordnet_lexname"]["status"].startswith("skipped")
     assert any("no WordNet data files" in m for m in msgs)
 
 
 def test_not_root_prints_the_apt_commands(tmp_path, wordnet_dir, monkeypatch):
     calls = []
-    monkeypatch.setattr(local_data, "_installed", lambda p: False)
-    monkeypatch.setattr(local_data.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(local_data.shutil, "which", lambda cmd: "/usr/bin/" + cmd)
-    monkeypatch.setattr(local_data.subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(builder, "_installed", lambda p: False)
+    monkeypatch.setattr(builder.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(builder.shutil, "which", lambda cmd: "/usr/bin/" + cmd)
+    monkeypatch.setattr(builder.subprocess, "run", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(src, "WORDNET_DIR", wordnet_dir)
-    monkeypatch.setattr(local_data, "VALIDATION_PERCENT", 50)
+    monkeypatch.setattr(builder, "VALIDATION_PERCENT", 50)
     msgs = []
-    res = local_data.build(["local_wordnet_lexname"], str(tmp_path / "out"), log=msgs.append)
+    res = builder.build(["local_wordnet_lexname"], str(tmp_path / "out"), log=msgs.append)
     assert not calls                                              # never runs apt as non-root
     assert any("not root" in m and "apt-get install -y --no-install-recommends wordnet-base" in m for m in msgs)
     assert res["local_wordnet_lexname"]["status"].startswith("built")   # data present: built anyway
@@ -333,21 +331,19 @@ def test_not_root_prints_the_apt_commands(tmp_path, wordnet_dir, monkeypatch):
 
 def test_cli_rejects_unknown_names():
     with pytest.raises(UserError, match="did you mean 'local_translate_en_de'"):
-        local_data.main(["--only", "local_translate_en_dee"])
+        builder.main(["--only", "local_translate_en_dee"])
     with pytest.raises(UserError):
-        local_data.main(["--only", "local_wordnet_lexname", "--max-examples", "0"])
+        builder.main(["--only", "local_wordnet_lexname", "--max-examples", "0"])
 
 
 def test_default_data_dir_env(monkeypatch):
     monkeypatch.setenv("T5X_LITE_DATA_DIR", "/some/where")
-    assert local_data.default_data_dir() == "/some/where"
+    assert default_data_dir() == "/some/where"
     monkeypatch.delenv("T5X_LITE_DATA_DIR")
-    assert local_data.default_data_dir() == os.path.expanduser("~/.cache/t5x_lite/local_tfds")
+    assert default_data_dir() == os.path.expanduser("~/.cache/t5x_lite/local_tfds")
 
 
 def test_local_tasks_with_another_vocabulary():
-    from t5x_lite.data.tasks_local import LOCAL_TASK_NAMES, local_tasks
-
     tasks = local_tasks(vocabulary="byte", data_dir="/nonexistent", suffix="_byte")
     assert [t.name for t in tasks] == [n + "_byte" for n in LOCAL_TASK_NAMES]
     vocab = tasks[0].output_features["targets"].vocabulary

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import t5x_lite.tasks  # noqa: F401  (registers T5's task names)
+from t5x_lite.builders.local import write_tfds
 from t5x_lite.data import TaskRegistry
-from t5x_lite.data.local_data import write_tfds
 
 F = tfds.features
 T = F.Text

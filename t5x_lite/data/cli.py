@@ -1,8 +1,9 @@
 """`t5x-lite data ...` and `t5x-lite vocab ...`.
 
-  t5x-lite data list [--json]
+  t5x-lite data list [--json] [--module NAME ...]
   t5x-lite data inspect --task NAME [--split S] [--num N] [--json] [--inputs-length 512 --targets-length 114]
-  t5x-lite data build-local ...        (t5x_lite.data.local_data:main, owned by the downstream-tasks code)
+                        [--module NAME ...]
+  t5x-lite data build-local ...        (t5x_lite.builders.local:main)
   t5x-lite vocab train --input GLOB [--input GLOB ...] --vocab-size N --model-type unigram|bpe --out PREFIX
                        [--no-byte-fallback]
 """
@@ -11,28 +12,30 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib
 import itertools
 import json
 import os
 import sys
 
-from t5x_lite.errors import UserError
+import numpy as np
+import sentencepiece as spm
 
+import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks)
+from t5x_lite.data.sources import read_documents
+from t5x_lite.data.streams import MixtureStream
+from t5x_lite.data.tasks import Mixture, MixtureRegistry, TaskRegistry, get_task_or_mixture
+from t5x_lite.errors import ArgParser, UserError, import_modules
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, exit 2 via t5x_lite.cli) instead of exiting."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see `{self.prog} --help`)")
+MODULE_HELP = "import this module first (it registers tasks/mixtures); repeatable"
 
 
 def _data_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="t5x-lite data", description="Inspect the task/mixture registry and the preprocessed "
+    parser = ArgParser(prog="t5x-lite data", description="Inspect the task/mixture registry and the preprocessed "
                      "examples a task produces.", formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{list,inspect,build-local}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{list,inspect,build-local}", parser_class=ArgParser)
     p_list = sub.add_parser("list", help="list registered tasks and mixtures with a short description")
     p_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    p_list.add_argument("--module", action="append", default=[], metavar="NAME", help=MODULE_HELP)
     p_in = sub.add_parser("inspect", help="print preprocessed examples (token ids and decoded text), before packing",
                           description="Print examples of a task after preprocessing and before packing: token ids "
                           "and the decoded text of `inputs` and `targets`.")
@@ -46,6 +49,7 @@ def _data_parser() -> argparse.ArgumentParser:
     p_in.add_argument("--data-dir", default=None, help="TFDS data_dir for TFDS-backed tasks (c4_v220_*)")
     p_in.add_argument("--json", action="store_true",
                       help="one JSON object per line: inputs, targets (id lists), inputs_pretty, targets_pretty")
+    p_in.add_argument("--module", action="append", default=[], metavar="NAME", help=MODULE_HELP)
     sub.add_parser("build-local", help="build the local downstream datasets (see `t5x-lite data build-local --help`)",
                    add_help=False)
     return parser
@@ -54,25 +58,20 @@ def _data_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "build-local":
-        try:
-            module = importlib.import_module("t5x_lite.data.local_data")
-        except ModuleNotFoundError as e:
-            if e.name == "t5x_lite.data.local_data":
-                raise UserError("`data build-local` is not available: t5x_lite.data.local_data is missing") from None
-            raise
-        return module.main(argv[1:])
+        from t5x_lite.builders import local   # lazy: keeps `data list` / `data inspect` fast (no tfds, no builders)
+        return local.main(argv[1:])
     parser = _data_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    import_modules(args.module)
     if args.command == "list":
         return _list(args)
     return _inspect(args)
 
 
 def _list(args) -> int:
-    from t5x_lite.data.tasks import MixtureRegistry, TaskRegistry
     rows = [("task", n, TaskRegistry.get(n).description) for n in TaskRegistry.names()]
     rows += [("mixture", n, MixtureRegistry.get(n).description) for n in MixtureRegistry.names()]
     if args.json:
@@ -86,8 +85,6 @@ def _list(args) -> int:
 
 
 def _inspect(args) -> int:
-    import numpy as np
-    from t5x_lite.data.tasks import Mixture, get_task_or_mixture
     if args.num <= 0:
         raise UserError(f"--num must be positive, got {args.num}")
     provider = get_task_or_mixture(args.task)
@@ -100,7 +97,6 @@ def _inspect(args) -> int:
     if len(streams) == 1:
         examples = streams[0]
     else:
-        from t5x_lite.data.pipeline import MixtureStream
         examples = MixtureStream(streams, [r for _, r in tasks], args.seed)
     vocabs = {k: f.vocabulary for k, f in task.output_features.items()}
     for n, ex in enumerate(itertools.islice(examples, args.num)):
@@ -132,10 +128,10 @@ def _pretty(vocab, ids: list[int]) -> str:
 # t5x-lite vocab train
 # ------------------------------------------------------------------------------------------------
 def _vocab_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="t5x-lite vocab", description="Train a SentencePiece vocabulary with T5 conventions "
+    parser = ArgParser(prog="t5x-lite vocab", description="Train a SentencePiece vocabulary with T5 conventions "
                      "(pad=0, eos=1, unk=2, no BOS).  Use it with vocabulary spec 'spm:PREFIX.model' (100 extra "
                      "ids are added on top, so vocab_size = pieces + 100).")
-    sub = parser.add_subparsers(dest="command", metavar="{train}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train}", parser_class=ArgParser)
     p = sub.add_parser("train", help="train a SentencePiece model (unigram or bpe) on text files",
                        description="Train a SentencePiece model on text files (one sentence/document per line; "
                        ".gz/.xz read transparently).  Writes PREFIX.model and PREFIX.vocab.")
@@ -169,8 +165,6 @@ def vocab_main(argv: list[str] | None = None) -> int:
 def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str, *,
                      character_coverage: float = 0.9995, max_sentences: int = 2_000_000, seed: int = 0,
                      byte_fallback: bool = True) -> int:
-    import sentencepiece as spm
-    from t5x_lite.data.sources import read_documents
     files = []
     for pattern in patterns:
         matched = sorted(glob.glob(os.path.expanduser(pattern)))

@@ -1,4 +1,4 @@
-"""Parsers and filters for the local downstream stand-ins (used by local_data.py).
+"""Parsers and filters for the local downstream stand-ins (used by builders/local.py).
 
 Pure functions over bytes/text, so tests can feed them tiny inline samples:
   gettext .mo catalogs      parse_mo, clean_pair, read_catalog_pairs, split_pairs_by_catalog
@@ -19,28 +19,6 @@ import subprocess
 WORDNET_DIR = "/usr/share/wordnet"
 APT_LISTS = "/var/lib/apt/lists"
 LOCALE_ROOTS = ("/usr/share/locale", "/usr/share/locale-langpack", "/usr/share/vim/vim*/lang")
-
-# WordNet 3.0 lexicographer files, by number (lexnames(5WN)); the labels of local_wordnet_lexname.
-WORDNET_LEXNAMES = (
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
-    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
-    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
-    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
-    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
-    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
-    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
-    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl")
-
-# Debian bookworm archive sections (main), the labels of local_debian_section.
-DEBIAN_SECTIONS = (
-    "admin", "cli-mono", "comm", "database", "debug", "devel", "doc", "editors", "education",
-    "electronics", "embedded", "fonts", "games", "gnome", "gnu-r", "gnustep", "golang", "graphics",
-    "hamradio", "haskell", "httpd", "interpreters", "introspection", "java", "javascript", "kde",
-    "kernel", "libdevel", "libs", "lisp", "localization", "mail", "math", "metapackages", "misc",
-    "net", "news", "ocaml", "oldlibs", "otherosfs", "perl", "php", "python", "ruby", "rust",
-    "science", "shells", "sound", "tasks", "tex", "text", "utils", "vcs", "video", "web", "x11",
-    "xfce", "zope")
-
 
 # ----------------------------------------------------------------------------
 # gettext .mo

@@ -18,7 +18,7 @@ WordNet by lemma/synset.  GPL material is only ever built here, never committed.
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import hashlib
 import json
 import os
@@ -29,10 +29,11 @@ import time
 
 import numpy as np
 
-from t5x_lite.data import local_sources as src
-from t5x_lite.errors import UserError
+from t5x_lite.builders import local_sources as src
+from t5x_lite.errors import ArgParser, UserError
+from t5x_lite.tasks.local import DEBIAN_SECTIONS, LOCAL_VERSION, WORDNET_LEXNAMES, default_data_dir
 
-VERSION = "1.0.0"
+VERSION = LOCAL_VERSION         # the version the local tasks read
 VALIDATION_PERCENT = 5          # of source packages / lemmas / synsets (catalogs: see local_sources)
 
 # Debian packages each dataset reads (installed by build-local when run as root).
@@ -57,12 +58,6 @@ DATASETS = {
     "local_qa_wordnet": dict(kind="wordnet", packages=WORDNET_PACKAGES,
                              license="WordNet 3.0 license (BSD-like); questions templated"),
 }
-
-
-def default_data_dir() -> str:
-    """$T5X_LITE_DATA_DIR, else ~/.cache/t5x_lite/local_tfds (the local tasks read here too)."""
-    return os.environ.get("T5X_LITE_DATA_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "t5x_lite", "local_tfds")
 
 
 # ----------------------------------------------------------------------------
@@ -158,7 +153,7 @@ def write_tfds(name: str, data_dir: str, features, splits: dict[str, list[dict]]
     The builder class is made on the fly and kept out of TFDS's registry, so it
     can be read back with `tfds.data_source(name, data_dir=...)` (from files).
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds   # lazy: keeps `t5x-lite data build-local --help` fast
 
     with tfds.core.registered.skip_registration():
         class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
@@ -220,7 +215,7 @@ def _cap(splits, max_examples):
 
 
 def build_translation(name, lang, max_examples, log):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds   # lazy: keeps `t5x-lite data build-local --help` fast
 
     catalogs = src.find_catalogs(lang)
     if not catalogs:
@@ -240,7 +235,7 @@ def build_translation(name, lang, max_examples, log):
 
 
 def build_summarize(name, max_examples, log, debian):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds   # lazy: keeps `t5x-lite data build-local --help` fast
 
     rows = [{"description": d["long"], "synopsis": d["synopsis"], "package": d["package"],
              "source": d["source"]} for d in debian]
@@ -252,33 +247,33 @@ def build_summarize(name, max_examples, log, debian):
 
 
 def build_section(name, max_examples, log, debian):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds   # lazy: keeps `t5x-lite data build-local --help` fast
 
     rows = [{"description": d["long"], "synopsis": d["synopsis"], "package": d["package"],
-             "source": d["source"], "label": src.DEBIAN_SECTIONS.index(d["section"])}
-            for d in debian if d["section"] in src.DEBIAN_SECTIONS]
+             "source": d["source"], "label": DEBIAN_SECTIONS.index(d["section"])}
+            for d in debian if d["section"] in DEBIAN_SECTIONS]
     features = tfds.features.FeaturesDict({
         "description": tfds.features.Text(), "synopsis": tfds.features.Text(),
         "package": tfds.features.Text(), "source": tfds.features.Text(),
-        "label": tfds.features.ClassLabel(names=list(src.DEBIAN_SECTIONS))})
+        "label": tfds.features.ClassLabel(names=list(DEBIAN_SECTIONS))})
     desc = "Debian bookworm package description -> archive section (60 classes); split by source package."
     return features, _cap(split_by_key(rows, lambda r: r["source"]), max_examples), desc, {}
 
 
 def build_lexname(name, max_examples, log, synsets):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds   # lazy: keeps `t5x-lite data build-local --help` fast
 
     rows = [{"gloss": s["gloss"], "words": ", ".join(s["words"]), "id": f"{s['pos']}{s['offset']}",
              "label": s["lexfile"]} for s in synsets]
     features = tfds.features.FeaturesDict({
         "gloss": tfds.features.Text(), "words": tfds.features.Text(), "id": tfds.features.Text(),
-        "label": tfds.features.ClassLabel(names=list(src.WORDNET_LEXNAMES))})
+        "label": tfds.features.ClassLabel(names=list(WORDNET_LEXNAMES))})
     desc = "WordNet 3.0 synset gloss -> lexicographer file (45 classes); split by synset."
     return features, _cap(split_by_key(rows, lambda r: r["id"]), max_examples), desc, {}
 
 
 def build_qa(name, max_examples, log, synsets, wordnet_dir):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds   # lazy: keeps `t5x-lite data build-local --help` fast
 
     rows = src.wordnet_qa_examples(synsets, wordnet_dir)
     features = tfds.features.FeaturesDict({
@@ -363,7 +358,7 @@ def print_summary(results: dict[str, dict], data_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgParser(
         prog="t5x-lite data build-local",
         description="Build the local downstream stand-in datasets (TFDS array_record) from Debian "
                     "packages on this machine: gettext translations (en-de/fr/ro), Debian "
@@ -387,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
         names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
         unknown = [n for n in names if n not in DATASETS]
         if unknown:
-            import difflib
             hints = {u: difflib.get_close_matches(u, DATASETS, n=1) for u in unknown}
             raise UserError("unknown dataset(s) " + ", ".join(
                 f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items())
