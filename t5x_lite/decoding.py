@@ -7,7 +7,7 @@ tested on a toy "language model" whose answers are computable by brute force:
     logits, state = step_fn(state, tokens)    # tokens [B] int32 -> logits [B, V] for the next one
 
 `state` is any pytree whose leaves all have the batch as their leading
-dimension (contract B: the models' KV cache), so beam search can expand it to
+dimension (as the models' KV cache in models/decode.py), so beam search can expand it to
 B*K rows with `jnp.repeat` and reorder beams with `jnp.take(..., axis=0)`.
 
 The loops are `jax.lax.while_loop`s that stop early once every row has emitted
@@ -16,12 +16,16 @@ the K finished ones (T5X's finishing rule).  Outputs are `[B, max_decode_length]
 int32 holding the new tokens only, EOS included, 0 (PAD) after it.
 
 `decode(model, prompt, ...)` runs any of them on a t5x_lite model through its
-KV cache (`init_decode_state` / `decode_step`, contract B) under `nnx.jit`;
+KV cache (`models.init_decode_state` / `models.decode_step`) under `nnx.jit`;
 `make_prompt(architecture, inputs)` builds that prompt from token-id lists.
+Run inside `partitioning.activate(mesh)` (or pass `mesh=`), the model's
+activation sharding constraints apply; a batch the mesh's batch axes do not
+divide (e.g. one prompt) is replicated along the batch instead of sharded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -29,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t5x_lite import partitioning
 from t5x_lite.data.vocabularies import EOS_ID, PAD_ID
 from t5x_lite.errors import UserError
 
@@ -244,7 +249,7 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
 
 def make_prompt(architecture: str, inputs: Sequence[Sequence[int]], *, length: int | None = None,
                 batch_size: int | None = None) -> dict[str, np.ndarray]:
-    """Contract-B prompt from token-id lists, right-padded with 0 to `length` (default: the
+    """The prompt `models.init_decode_state` takes, from token-id lists, right-padded with 0 to `length` (default: the
     longest) and with all-padding rows up to `batch_size` (fixed shapes = one compile)."""
     rows = [list(map(int, x)) for x in inputs]
     longest = max([len(r) for r in rows] + [1])
@@ -296,12 +301,13 @@ def _decode_fn():
 def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: int = 64,
            beam_size: int = 4, alpha: float = 0.6, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, rng: jax.Array | None = None, eos_id: int = EOS_ID,
-           finish_rule: str = "t5x", return_scores: bool = False, all_beams: bool = False):
+           finish_rule: str = "t5x", return_scores: bool = False, all_beams: bool = False, mesh=None):
     """Decode a batch with a t5x_lite model (encoder-decoder, decoder-only or prefix LM).
 
     prompt: from `make_prompt`.  Returns np.int32 [B, max_decode_length] (for beam search the best
     beam; all_beams=True: [B, K, L] best first), and with return_scores=True also the scores
-    ([B] log-prob, or the beam scores).  finish_rule: see `beam_search`.
+    ([B] log-prob, or the beam scores).  finish_rule: see `beam_search`.  mesh: trace and run
+    inside `partitioning.activate(mesh)`; None keeps the caller's context (if any).
     """
     if method not in METHODS:
         raise UserError(f"decode method must be one of {METHODS}, got {method!r}")
@@ -312,10 +318,11 @@ def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: in
     if rng is None:
         rng = jax.random.key(0)
     prompt = {k: jnp.asarray(v, jnp.int32) for k, v in prompt.items()}
-    out = _decode_fn()(model, prompt, rng, method=method, max_decode_length=int(max_decode_length),
-                       beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),
-                       top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id),
-                       finish_rule=finish_rule)
+    with contextlib.nullcontext() if mesh is None else partitioning.activate(mesh):
+        out = _decode_fn()(model, prompt, rng, method=method, max_decode_length=int(max_decode_length),
+                           beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),
+                           top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id),
+                           finish_rule=finish_rule)
     tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
     if method == "beam" and not all_beams:
         tokens, scores = tokens[:, 0], scores[:, 0]

@@ -206,8 +206,8 @@ def param_specs(abstract_state, mesh, rules=LOGICAL_AXIS_RULES):
     import jax
     from flax import nnx
 
-    logical = nnx.get_partition_spec(abstract_state).to_pure_dict()
-    shapes = abstract_state.to_pure_dict()
+    logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_state))
+    shapes = nnx.to_pure_dict(abstract_state)
     return jax.tree.map(lambda names, sds: logical_to_spec(_names_of(names), sds.shape, mesh, rules),
                         logical, shapes, is_leaf=lambda x: x is None or _is_spec(x))
 
@@ -320,3 +320,21 @@ def activate(mesh, rules=LOGICAL_AXIS_RULES):
 
     with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
         yield mesh
+
+
+class InMesh:
+    """A jitted function that is always traced, lowered and run inside
+    `activate(mesh)`.  Calling it is calling the jitted function; `.lower(...)`
+    lowers it the same way; `.jitted` is the bare jitted function (traced
+    outside the context, its activations carry no sharding constraints)."""
+
+    def __init__(self, jitted, mesh, rules=LOGICAL_AXIS_RULES):
+        self.jitted, self.mesh, self.rules = jitted, mesh, rules
+
+    def __call__(self, *args, **kwargs):
+        with activate(self.mesh, self.rules):
+            return self.jitted(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        with activate(self.mesh, self.rules):
+            return self.jitted.lower(*args, **kwargs)

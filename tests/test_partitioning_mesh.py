@@ -76,7 +76,7 @@ def test_adafactor_state_shardings_follow_its_own_shapes(bundle):
     factored = {flat_shapes[k]: by_key[k] for k in by_key
                 if ("v_row" in k or "v_col" in k) and "token_embedder" in k}
     assert factored == {(256,): P("tensor"), (128,): P("fsdp")}
-    # the pitfall in VERIFIED_HERE.md: creating the sharded state must work
+    # creating the state directly into its shardings (factored Adafactor vectors included) must work
     state = step_lib.init_state(bundle, tx, partitioning.named(mesh, specs), seed=0)
     emb = state["params"]["token_embedder"]["embedding"]
     assert emb.sharding.spec == P("tensor", "fsdp") and len(emb.addressable_shards) == 8

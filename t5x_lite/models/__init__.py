@@ -1,5 +1,5 @@
 """t5x_lite models (Flax NNX): T5 encoder-decoder, decoder-only LM / prefix LM,
-encoder-only MLM/classifier.  Contract section B; design notes in docs/models.md.
+encoder-only MLM/classifier.  Design notes in docs/models.md.
 
 Public API
     ModelConfig, build_model(cfg, rngs)

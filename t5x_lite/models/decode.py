@@ -1,4 +1,4 @@
-"""Incremental decoding with a key/value cache (contract section B).
+"""Incremental decoding with a key/value cache: the model side of t5x_lite/decoding.py.
 
     init_decode_state(model, prompt, max_decode_length) -> (logits [B, V], state)
     decode_step(model, state, tokens [B]) -> (logits [B, V], state)
@@ -25,7 +25,9 @@ Lc = max_decode_length (enc-dec) or P + max_decode_length (decoder-only, P the
 padded prompt length): enough for max_decode_length generated tokens.
 
 Both functions are pure given the model; jit them with nnx.jit (max_decode_length
-static) or merge (graphdef, params) inside a jax.jit.
+static) or merge (graphdef, params) inside a jax.jit.  Traced inside
+`partitioning.activate(mesh)`, the caches and activations get the logical
+sharding constraints (batch over data/fsdp where it divides, heads over tensor).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from t5x_lite.errors import UserError
+from t5x_lite.models.layers import constrain
 from t5x_lite.models.networks import DecoderOnly, EncoderDecoder, EncoderOnly, Stack
 
 
@@ -70,7 +73,8 @@ def _run_cached(model, stack: Stack, tokens, q_pos, state, *, self_mask, bidirec
 def _empty_cache(model, stack: Stack, b: int, lc: int):
     cfg = model.config
     shape = (b, stack.num_layers, lc, cfg.num_heads, cfg.d_kv)
-    return jnp.zeros(shape, model.dtype), jnp.zeros(shape, model.dtype)
+    names = ("batch", None, "length", "act_heads", "act_kv")   # as the keys/values written into it
+    return (constrain(jnp.zeros(shape, model.dtype), names), constrain(jnp.zeros(shape, model.dtype), names))
 
 
 def _step(model, stack, state, tokens, bidirectional):

@@ -34,8 +34,9 @@ def _mesh_active() -> bool:
 
 def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
     """with_sharding_constraint by *logical* names, a no-op without a mesh or
-    without logical rules.  Dimensions that the mapped mesh axes do not divide
-    (e.g. batch 1 while decoding) are left unconstrained."""
+    without logical rules (enter both with `partitioning.activate(mesh)`).
+    Dimensions that the mapped mesh axes do not divide (e.g. batch 1 while
+    decoding) are replicated, as `partitioning.logical_to_spec` does for params."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or not core_spmd.get_logical_axis_rules():
         return x

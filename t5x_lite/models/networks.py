@@ -25,8 +25,6 @@ from t5x_lite.models.layers import (DTYPES, Dense, Embed, MultiHeadAttention, Ml
                                     RMSNorm, apply_keep, attention_mask, constrain, dropout_keep, make_param,
                                     padding_or_segments, sinusoidal_positions)
 
-REMAT_POLICIES = ("none", "full", "dots_saveable")
-
 
 def _split(key, n):
     return [None] * n if key is None else list(jax.random.split(key, n))

@@ -11,6 +11,11 @@ The NNX model is rebuilt inside the jitted functions with
 ``nnx.merge(graphdef, params)``, so the graph definition is static and only
 arrays cross the jit boundary.
 
+Init, the train step and the eval step are traced and run inside
+``partitioning.activate(mesh)``, so the model's activation constraints
+(``models.layers.constrain``) take effect: the functions returned here enter
+the context on every call (see ``partitioning.InMesh``).
+
 Train step (T5X semantics):
   * dropout key = fold_in(base_key, step) (and fold_in(., microbatch) under accumulation);
   * gradient accumulation: the global batch [B, ...] is viewed as
@@ -64,7 +69,7 @@ class ModelBundle:
 
 
 def bundle_from_config(model_cfg) -> ModelBundle:
-    """The real models (section B of the contract) behind a ModelBundle."""
+    """A ModelBundle for `models.build_model(model_cfg)` (any architecture)."""
     from t5x_lite import models
 
     return ModelBundle(
@@ -84,7 +89,7 @@ def _init_fn(bundle: ModelBundle, tx):
     def init(key):
         with nnx.use_eager_sharding(False):
             model = bundle.build(nnx.Rngs(key))
-        params = nnx.state(model, nnx.Param).to_pure_dict()
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     return init
 
@@ -112,7 +117,8 @@ def init_state(bundle: ModelBundle, tx, shardings: State, seed: int) -> State:
     """Initialise params + optimizer state directly into their shardings (nothing is
     materialised unsharded, so large models fit)."""
     init = jax.jit(_init_fn(bundle, tx), out_shardings=shardings)
-    return init(jax.random.key(seed))
+    mesh = jax.tree.leaves(shardings)[0].mesh
+    return partitioning.InMesh(init, mesh)(jax.random.key(seed))
 
 
 # ----------------------------------------------------------------------------
@@ -126,7 +132,8 @@ def _tree_add(a, b):
 def make_train_step(bundle: ModelBundle, tx, schedule, *, mesh, state_shardings, z_loss: float = 1e-4,
                     label_smoothing: float = 0.0, loss_normalization: str = "sum",
                     num_microbatches: int = 1, base_key=None):
-    """A jitted (state, batch) -> (state, metrics) with the state donated."""
+    """A jitted (state, batch) -> (state, metrics) with the state donated, run inside
+    `partitioning.activate(mesh)`."""
     if loss_normalization not in ("sum", "mean"):
         raise ValueError(f"loss_normalization must be 'sum' or 'mean', got {loss_normalization!r}")
     base_key = jax.random.key(0) if base_key is None else base_key
@@ -186,15 +193,17 @@ def make_train_step(bundle: ModelBundle, tx, schedule, *, mesh, state_shardings,
         }
         return {"params": new_params, "opt_state": opt_state, "step": step + 1}, metrics
 
-    return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
-                   out_shardings=(state_shardings, None), donate_argnums=(0,))
+    return partitioning.InMesh(jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                                       out_shardings=(state_shardings, None), donate_argnums=(0,)), mesh)
 
 
 def make_eval_step(bundle: ModelBundle, *, mesh, params_shardings, z_loss: float = 1e-4):
-    """A jitted (params, batch) -> summed metrics (loss_sum, correct_sum, weight_sum, z_loss_sum)."""
+    """A jitted (params, batch) -> summed metrics (loss_sum, correct_sum, weight_sum, z_loss_sum),
+    run inside `partitioning.activate(mesh)`."""
     def eval_step(params, batch):
         model = bundle.merge(params)
         logits = bundle.logits(model, batch, True, None)
         targets, weights = bundle.targets(batch)
         return losses.weighted_sums(logits, targets, weights, z_loss=z_loss)
-    return jax.jit(eval_step, in_shardings=(params_shardings, partitioning.batch_sharding(mesh)))
+    return partitioning.InMesh(jax.jit(eval_step, in_shardings=(params_shardings,
+                                                                partitioning.batch_sharding(mesh))), mesh)
