@@ -32,10 +32,12 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from t5x_lite import partitioning
 from t5x_lite.data.vocabularies import EOS_ID, PAD_ID
 from t5x_lite.errors import UserError
+from t5x_lite.models import decode_step, init_decode_state
 
 # Large negative log-probability for "impossible" (T5X uses the same -1e7: finite, so sums stay finite).
 NEG_INF = -1.0e7
@@ -271,31 +273,19 @@ def make_prompt(architecture: str, inputs: Sequence[Sequence[int]], *, length: i
     raise UserError(f"cannot decode with a {architecture!r} model (need encoder_decoder or decoder_only)")
 
 
-def _jitted_decode():
-    # Imported lazily so `import t5x_lite.decoding` (and the toy-model tests) need no model code.
-    from flax import nnx
-
-    from t5x_lite.models import decode_step, init_decode_state
-
-    @functools.partial(nnx.jit, static_argnames=("method", "max_decode_length", "beam_size", "alpha",
-                                                 "temperature", "top_k", "top_p", "eos_id", "finish_rule"))
-    def run(model, prompt, rng, *, method, max_decode_length, beam_size, alpha, temperature, top_k,
-            top_p, eos_id, finish_rule):
-        logits0, state = init_decode_state(model, prompt, max_decode_length)
-        step = lambda s, t: decode_step(model, s, t)
-        if method == "greedy":
-            return greedy_search(logits0, state, step, max_decode_length=max_decode_length, eos_id=eos_id)
-        if method == "beam":
-            return beam_search(logits0, state, step, max_decode_length=max_decode_length,
-                               beam_size=beam_size, alpha=alpha, eos_id=eos_id, finish_rule=finish_rule)
-        return temperature_sample(logits0, state, step, rng, max_decode_length=max_decode_length,
-                                  temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id)
-    return run
-
-
-@functools.cache
-def _decode_fn():
-    return _jitted_decode()
+@functools.partial(nnx.jit, static_argnames=("method", "max_decode_length", "beam_size", "alpha",
+                                             "temperature", "top_k", "top_p", "eos_id", "finish_rule"))
+def _decode_jit(model, prompt, rng, *, method, max_decode_length, beam_size, alpha, temperature, top_k,
+                top_p, eos_id, finish_rule):
+    logits0, state = init_decode_state(model, prompt, max_decode_length)
+    step = lambda s, t: decode_step(model, s, t)
+    if method == "greedy":
+        return greedy_search(logits0, state, step, max_decode_length=max_decode_length, eos_id=eos_id)
+    if method == "beam":
+        return beam_search(logits0, state, step, max_decode_length=max_decode_length,
+                           beam_size=beam_size, alpha=alpha, eos_id=eos_id, finish_rule=finish_rule)
+    return temperature_sample(logits0, state, step, rng, max_decode_length=max_decode_length,
+                              temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id)
 
 
 def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: int = 64,
@@ -319,10 +309,10 @@ def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: in
         rng = jax.random.key(0)
     prompt = {k: jnp.asarray(v, jnp.int32) for k, v in prompt.items()}
     with contextlib.nullcontext() if mesh is None else partitioning.activate(mesh):
-        out = _decode_fn()(model, prompt, rng, method=method, max_decode_length=int(max_decode_length),
-                           beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),
-                           top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id),
-                           finish_rule=finish_rule)
+        out = _decode_jit(model, prompt, rng, method=method, max_decode_length=int(max_decode_length),
+                          beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),
+                          top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id),
+                          finish_rule=finish_rule)
     tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
     if method == "beam" and not all_beams:
         tokens, scores = tokens[:, 0], scores[:, 0]

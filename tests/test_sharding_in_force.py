@@ -118,6 +118,6 @@ def test_decoding_one_prompt_inside_the_context_matches_one_device(mesh):
     kw = dict(method="greedy", max_decode_length=4, beam_size=4, alpha=0.6, temperature=1.0, top_k=0,
               top_p=1.0, eos_id=1, finish_rule="t5x")
     with partitioning.activate(mesh):
-        lowered = _constraints(decoding._decode_fn().lower(*args, **kw).as_text())
+        lowered = _constraints(decoding._decode_jit.lower(*args, **kw).as_text())
     assert any('"tensor"' in line for line in lowered)
     assert not any('"data", "fsdp"' in line for line in lowered)

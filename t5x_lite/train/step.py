@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from t5x_lite import partitioning
+from t5x_lite import models, partitioning
 from t5x_lite.train import losses
 
 State = dict  # {"params", "opt_state", "step"}
@@ -70,8 +70,6 @@ class ModelBundle:
 
 def bundle_from_config(model_cfg) -> ModelBundle:
     """A ModelBundle for `models.build_model(model_cfg)` (any architecture)."""
-    from t5x_lite import models
-
     return ModelBundle(
         build=lambda rngs: models.build_model(model_cfg, rngs),
         logits=lambda model, batch, deterministic, dropout_rng: models.model_logits(
