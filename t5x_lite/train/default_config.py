@@ -1,82 +1,106 @@
-"""The embedded default experiment: a tiny T5.1.1 on builtin_span_corruption.
+"""Every experiment key, its one default and what it means.
 
-`t5x-lite train --workdir DIR` with no --config trains exactly this (configs/default.py
-re-exports it).  It is sized to show a visibly falling loss within a few hundred
-steps / a few minutes on a 2-core CPU; every preset in configs/ has the same keys
-(see docs/training.md for what each means).
+This is the embedded default experiment: `t5x-lite train --workdir DIR` with no
+--config trains exactly this, a T5.1.1-shaped 2+2-layer model on the shipped
+corpus, sized to show a falling loss in a few minutes on 2 CPU cores.  Named
+experiments (configs/*.py) start from get_config() and change only what differs;
+`--config.KEY=VALUE` (or a gin binding) sets any key below.  The allowed values of
+a choice key come from the module named in its comment (t5x_lite/train/config.py
+validates them).
 """
 
 import ml_collections
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """All keys every experiment config carries, with T5X-like pretraining defaults."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    # Every ModelConfig field (t5x_lite/models/config.py), at its defaults.  vocab_size 0 =
-    # take the vocabulary's size rounded up to a multiple of 128.
-    from t5x_lite.models.config import ModelConfig
-    model = ModelConfig().to_dict()
-    model["mlp_activations"] = tuple(model["mlp_activations"])
-    model["vocab_size"] = 0
-    c.model = ml_collections.ConfigDict(model)
-    c.vocabulary = "builtin"
-    c.data = ml_collections.ConfigDict(dict(
-        task="builtin_span_corruption",
-        feature_lengths=ml_collections.ConfigDict(dict(inputs=512, targets=114)),
-        batch_size=128,          # global, over all hosts
-        pack=True,
-        shuffle=True,
-        shuffle_seed=-1,         # -1: use `seed`
-        eval_split="validation",
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        num_steps=10_000,
-        checkpoint_every=1000,   # 0: only at the end
-        keep_checkpoints=3,
-        log_every=100,
-        eval_every=1000,         # 0: no eval
-        eval_steps=20,
-        num_microbatches=1,
-        z_loss=1e-4,
-        label_smoothing=0.0,
-        loss_normalization="sum",  # T5X default (loss_normalizing_factor=None); "mean" per target token
-        grad_clip=0.0,           # global-norm clip; 0 = off (Adafactor clips updates itself)
-        async_checkpointing=True,
-    ))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adafactor",
-        learning_rate=1.0,       # rsqrt: 1.0 / sqrt(max(step, 10k)) = 0.01 then 1/sqrt(step)
-        schedule="rsqrt",
-        warmup_steps=10_000,
-        end_learning_rate=0.0,
-        weight_decay=0.0,
-        decay_rate=0.8,
-        clipping_threshold=1.0,
-        multiply_by_parameter_scale=True,
-        b1=0.9,
-        b2=0.999,
-    ))
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.init_checkpoint = ""       # params-only restore for fine-tuning ("" = from scratch)
-    c.evaluation = ml_collections.ConfigDict(dict(
-        tasks=[],                # decode-based evaluators run every train.eval_every steps
-        split="validation",
-        num_examples=64,
-        batch_size=16,
-        decode="greedy",         # greedy | beam | sample
-        beam_size=4,
-        max_decode_length=64,
-    ))
-    return c
-
-
 def get_config() -> ml_collections.ConfigDict:
-    c = base_config()
-    c.model.update(dict(d_model=128, num_heads=4, d_kv=32, d_ff=256,
-                        num_encoder_layers=2, num_decoder_layers=2))
-    c.data.feature_lengths = ml_collections.ConfigDict(dict(inputs=128, targets=32))
-    c.data.batch_size = 16
-    c.train.update(dict(num_steps=300, checkpoint_every=100, log_every=10, eval_every=100, eval_steps=4))
-    c.optimizer.update(dict(name="adafactor", schedule="constant", learning_rate=0.01, warmup_steps=0))
+    c = ml_collections.ConfigDict()
+    c.seed = 0                      # params init, dropout keys and data order (unless data.shuffle_seed >= 0)
+    c.vocabulary = "builtin"        # builtin | byte | byte:N | spm:PATH[:N] (t5x_lite/data/vocabularies.py)
+    c.init_checkpoint = ""          # fine-tune: params (and the model section) from this checkpoint or workdir
+
+    # Model: the fields of t5x_lite.models.config.ModelConfig (choices are listed there).  With
+    # init_checkpoint set, the model comes from the checkpoint and only keys changed here apply.
+    c.model = m = ml_collections.ConfigDict()
+    m.architecture = "encoder_decoder"   # encoder_decoder (T5) | decoder_only (LM, prefix LM) | encoder_only
+    m.vocab_size = 0                     # 0 = the vocabulary's size rounded up to a multiple of 128
+    m.d_model = 128                      # width of the residual stream (T5X emb_dim)
+    m.num_heads = 4                      # attention heads
+    m.d_kv = 32                          # width of each head (T5X head_dim)
+    m.d_ff = 256                         # MLP hidden width (T5X mlp_dim)
+    m.num_encoder_layers = 2             # encoder blocks (unused by decoder_only)
+    m.num_decoder_layers = 2             # decoder blocks (the stack of decoder_only / encoder_only)
+    m.mlp_activations = ("gelu", "linear")  # T5.1.1 gated GELU; ("relu",) is T5.1.0
+    m.tie_embeddings = False             # share input and output embeddings, logits scaled by d_model**-0.5
+    m.dropout_rate = 0.0                 # 0 for pretraining (T5.1.1), 0.1 for fine-tuning
+    m.layer_norm_epsilon = 1e-6          # RMS norm epsilon
+    m.position_embedding = "relative"    # relative (T5 buckets) | learned | sinusoidal
+    m.relative_attention_num_buckets = 32    # relative positions: number of buckets
+    m.relative_attention_max_distance = 128  # relative positions: distance of the last bucket
+    m.max_position_embeddings = 2048     # learned/sinusoidal positions: longest sequence
+    m.shared_encoder_decoder = False     # encoder_decoder: one set of layer params for both stacks
+    m.decoder_mask = "causal"            # decoder_only: causal (LM) | prefix (inputs fully visible)
+    m.num_classes = 0                    # encoder_only: classification head size (0 = none)
+    m.classifier_pooling = "mean"        # encoder_only head: mean over tokens | first token
+    m.dtype = "float32"                  # compute dtype: float32 | bfloat16
+    m.param_dtype = "float32"            # stored params dtype: float32 | bfloat16
+    m.remat_policy = "none"              # activation recomputation: none | full | dots_saveable
+    m.scan_layers = False                # one lax.scan over the stacked layers (faster compiles)
+
+    # Data (t5x_lite/data).
+    c.data = d = ml_collections.ConfigDict()
+    d.task = "builtin_span_corruption"   # a registered task or mixture name (see `t5x-lite data list`)
+    d.feature_lengths = ml_collections.ConfigDict(dict(inputs=128, targets=32))  # tokens per feature
+    d.batch_size = 16                    # sequences per step, global over all hosts
+    d.pack = True                        # pack several examples into one sequence
+    d.shuffle = True                     # shuffle the training split
+    d.shuffle_seed = -1                  # data order seed; -1 = `seed`
+    d.eval_split = "validation"          # split of the eval loss every train.eval_every steps
+
+    # Training loop (t5x_lite/train/loop.py) and loss (t5x_lite/train/losses.py).
+    c.train = t = ml_collections.ConfigDict()
+    t.num_steps = 300                    # optimizer updates in all
+    t.checkpoint_every = 100             # steps between checkpoints (0 = only at the end)
+    t.keep_checkpoints = 3               # newest checkpoints kept
+    t.log_every = 10                     # steps between metrics.jsonl / TensorBoard rows
+    t.eval_every = 100                   # steps between evaluations (0 = none)
+    t.eval_steps = 4                     # batches of data.eval_split per eval loss
+    t.num_microbatches = 1               # gradient accumulation over this many slices of the batch
+    t.z_loss = 1e-4                      # weight of log(Z)^2 (T5X)
+    t.label_smoothing = 0.0              # in [0, 1)
+    t.loss_normalization = "sum"         # losses.NORMALIZATIONS: sum (T5X default) | mean per target token
+    t.grad_clip = 0.0                    # global-norm gradient clipping; 0 = off (Adafactor clips updates)
+    t.async_checkpointing = True         # write checkpoints while the next steps run
+
+    # Optimizer and learning-rate schedule (t5x_lite/train/optimizers.py).
+    c.optimizer = o = ml_collections.ConfigDict()
+    o.name = "adafactor"                 # optimizers.NAMES: adafactor | adamw
+    o.schedule = "constant"              # optimizers.SCHEDULES: rsqrt | linear | cosine | constant
+    o.learning_rate = 0.01               # peak rate (rsqrt: divided by sqrt(max(step, warmup_steps)))
+    o.warmup_steps = 0                   # linear warm-up steps (rsqrt: the constant phase)
+    o.end_learning_rate = 0.0            # linear/cosine: the rate at train.num_steps
+    o.weight_decay = 0.0                 # decoupled weight decay (both optimizers)
+    o.decay_rate = 0.8                   # adafactor: second-moment decay, beta2 = 1 - step^-decay_rate
+    o.clipping_threshold = 1.0           # adafactor: update RMS clipping (0 = off)
+    o.multiply_by_parameter_scale = True  # adafactor: scale updates by each param's RMS
+    o.factored = True                    # adafactor: factored second moments
+    o.min_dim_size_to_factor = 128       # adafactor: factor only dimensions at least this large
+    o.momentum = 0.0                     # adafactor: first-moment decay (0 = none, as T5)
+    o.adafactor_epsilon = 1e-30          # adafactor: added to the squared gradients
+    o.b1 = 0.9                           # adamw: first-moment decay
+    o.b2 = 0.999                         # adamw: second-moment decay
+    o.epsilon = 1e-8                     # adamw: denominator epsilon
+
+    # Device mesh (t5x_lite/partitioning.py); one axis may be -1 = all remaining devices.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+    # Decode-based evaluation every train.eval_every steps (t5x_lite/evaluation/evaluator.py).
+    c.evaluation = e = ml_collections.ConfigDict()
+    e.tasks = []                         # task names to decode and score ([] = none)
+    e.split = "validation"               # split to decode
+    e.num_examples = 64                  # first examples of the split
+    e.batch_size = 16                    # decode batch size
+    e.decode = "greedy"                  # decoding.METHODS: greedy | beam | sample
+    e.beam_size = 4                      # beam: beams per example
+    e.alpha = 0.6                        # beam: brevity penalty (T5X)
+    e.max_decode_length = 64             # tokens decoded per example
     return c

@@ -17,13 +17,17 @@ token count is only known for the whole batch.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+
+# train.loss_normalization: "sum" (T5X's loss_normalizing_factor=None) or "mean" per real target token.
+NORMALIZATIONS = ("sum", "mean")
 
 
 def label_smoothing_constant(vocab_size: int, label_smoothing: float) -> float:
     """Entropy of the smoothed target distribution (subtracted so the minimum loss is 0)."""
-    import math
     confidence = 1.0 - label_smoothing
     low = label_smoothing / (vocab_size - 1)
     const = confidence * math.log(confidence) if confidence > 0 else 0.0

@@ -16,7 +16,8 @@ Optimizers:
                 update clipping threshold 1.0, no momentum, multiply_by_parameter_scale.
 * ``adamw``     b1 0.9, b2 0.999 (configurable), decoupled weight decay.
 
-``optimizer.grad_clip`` > 0 (or train.grad_clip) prepends global-norm gradient clipping.
+``grad_clip`` > 0 (the caller passes train.grad_clip) prepends global-norm gradient clipping.
+Every setting and its default is declared in the optimizer section of train/default_config.py.
 """
 
 from __future__ import annotations
@@ -27,25 +28,29 @@ import jax.numpy as jnp
 import optax
 
 from t5x_lite.errors import UserError
+from t5x_lite.train import default_config
 
+NAMES = ("adafactor", "adamw")
 SCHEDULES = ("rsqrt", "linear", "cosine", "constant")
-OPTIMIZERS = ("adafactor", "adamw")
 
 
-def _get(cfg: Mapping[str, Any], key: str, default):
-    try:
-        value = cfg[key]
-    except (KeyError, AttributeError):
-        return default
-    return default if value is None else value
+def _settings(opt_cfg: Mapping[str, Any]) -> dict:
+    """`opt_cfg` over the optimizer section of train/default_config.py (the one place its
+    defaults live), so a caller may pass only the keys it changes."""
+    settings = default_config.get_config().optimizer.to_dict()
+    given = opt_cfg.to_dict() if hasattr(opt_cfg, "to_dict") else dict(opt_cfg)
+    unknown = sorted(set(given) - set(settings))
+    if unknown:
+        raise UserError(f"unknown optimizer keys: {', '.join(unknown)} (known: {', '.join(sorted(settings))})")
+    settings.update(given)
+    return settings
 
 
 def make_schedule(opt_cfg: Mapping[str, Any], num_steps: int) -> Callable[[Any], Any]:
     """step -> learning rate (a jnp scalar; jit-friendly)."""
-    name = _get(opt_cfg, "schedule", "rsqrt")
-    lr = float(_get(opt_cfg, "learning_rate", 0.01))
-    warmup = int(_get(opt_cfg, "warmup_steps", 0))
-    end_lr = float(_get(opt_cfg, "end_learning_rate", 0.0))
+    o = _settings(opt_cfg)
+    name, lr = o["schedule"], float(o["learning_rate"])
+    warmup, end_lr = int(o["warmup_steps"]), float(o["end_learning_rate"])
     if lr <= 0:
         raise UserError(f"optimizer.learning_rate must be positive, got {lr}")
     if warmup < 0:
@@ -76,41 +81,35 @@ def make_schedule(opt_cfg: Mapping[str, Any], num_steps: int) -> Callable[[Any],
             step = jnp.asarray(step, jnp.float32)
             return jnp.where(step < warmup, warm(step), lr) if warmup else jnp.full((), lr, jnp.float32)
     else:
-        raise UserError(f"optimizer.schedule must be one of {SCHEDULES}, got {name!r}")
+        raise UserError(f"optimizer.schedule must be one of {'|'.join(SCHEDULES)}, got {name!r}")
     return schedule
 
 
 def make_optimizer(opt_cfg: Mapping[str, Any], num_steps: int,
                    grad_clip: float = 0.0) -> tuple[optax.GradientTransformation, Callable]:
     """(optax transformation, schedule).  The schedule is also used for logging."""
-    name = _get(opt_cfg, "name", "adafactor")
-    schedule = make_schedule(opt_cfg, num_steps)
-    weight_decay = float(_get(opt_cfg, "weight_decay", 0.0))
-    if name == "adafactor":
+    o = _settings(opt_cfg)
+    schedule = make_schedule(o, num_steps)
+    weight_decay = float(o["weight_decay"])
+    if o["name"] == "adafactor":
         tx = optax.adafactor(
             learning_rate=schedule,
-            min_dim_size_to_factor=int(_get(opt_cfg, "min_dim_size_to_factor", 128)),
-            decay_rate=float(_get(opt_cfg, "decay_rate", 0.8)),
-            multiply_by_parameter_scale=bool(_get(opt_cfg, "multiply_by_parameter_scale", True)),
-            clipping_threshold=_get(opt_cfg, "clipping_threshold", 1.0),
-            momentum=_get(opt_cfg, "momentum", None),
+            min_dim_size_to_factor=int(o["min_dim_size_to_factor"]),
+            decay_rate=float(o["decay_rate"]),
+            multiply_by_parameter_scale=bool(o["multiply_by_parameter_scale"]),
+            clipping_threshold=float(o["clipping_threshold"]) or None,
+            momentum=float(o["momentum"]) or None,
             weight_decay_rate=weight_decay or None,
-            eps=float(_get(opt_cfg, "epsilon", 1e-30)),
-            factored=bool(_get(opt_cfg, "factored", True)),
+            eps=float(o["adafactor_epsilon"]),
+            factored=bool(o["factored"]),
         )
-    elif name == "adamw":
-        tx = optax.adamw(
-            learning_rate=schedule,
-            b1=float(_get(opt_cfg, "b1", 0.9)),
-            b2=float(_get(opt_cfg, "b2", 0.999)),
-            eps=float(_get(opt_cfg, "epsilon", 1e-8)),
-            weight_decay=weight_decay,
-        )
+    elif o["name"] == "adamw":
+        tx = optax.adamw(learning_rate=schedule, b1=float(o["b1"]), b2=float(o["b2"]), eps=float(o["epsilon"]),
+                         weight_decay=weight_decay)
     else:
-        raise UserError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}")
-    clip = float(_get(opt_cfg, "grad_clip", 0.0) or grad_clip or 0.0)
-    if clip < 0:
-        raise UserError(f"grad_clip must be >= 0, got {clip}")
-    if clip > 0:
-        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+        raise UserError(f"optimizer.name must be one of {'|'.join(NAMES)}, got {o['name']!r}")
+    if grad_clip < 0:
+        raise UserError(f"train.grad_clip must be >= 0, got {grad_clip}")
+    if grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(float(grad_clip)), tx)
     return tx, schedule
