@@ -1,140 +1,36 @@
-"""Experiment configs: loading (ml_collections / gin), validation, resolution.
+"""Experiment configs: validation, resolution, and the gin front end.
 
-ml_collections is the one config of record (configs/*.py, `--config.KEY=VALUE`).
-Gin is a thin translation layer for T5X users: a gin file binds the same keys
-through one configurable per config section::
+The keys, their defaults and their meanings are declared once, in
+t5x_lite/train/default_config.py; configs/*.py change what differs.  This module
 
-    model.d_model = 512            # -> config.model.d_model
-    train.num_steps = 10000        # -> config.train.num_steps
-    data.feature_lengths = {'inputs': 512, 'targets': 114}
-    experiment.seed = 42           # top-level keys: seed, vocabulary, init_checkpoint
-
-and, for familiarity, T5X's network names map onto `model`
-(``network.T5Config.emb_dim`` -> model.d_model, see T5X_ALIASES).
+* validates a config against those declarations (every key present with its declared
+  type, no undeclared key, values in range; choices from the module that owns them),
+* resolves it into the ModelConfig to build and the dict saved with every checkpoint
+  (`resolve`; with init_checkpoint the model section comes from that checkpoint), and
+* reads gin files and bindings onto it (`apply_gin`), in this project's names
+  (``train.num_steps = 100``, ``experiment.seed = 1`` for the top-level keys) or
+  T5X's (``TRAIN_STEPS = 100``, ``network.T5Config.emb_dim = 512``; see T5X_NAMES).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import typing
 from typing import Any, Sequence
 
 import ml_collections
+from gin import config_parser
 
+from t5x_lite import decoding, loading, partitioning
+from t5x_lite.data import get_vocabulary, vocabulary_fingerprint
 from t5x_lite.errors import UserError
+from t5x_lite.models.config import ModelConfig
+from t5x_lite.train import default_config, losses, optimizers
 
-REQUIRED_KEYS = ("train.num_steps", "train.checkpoint_every", "train.log_every", "train.eval_every",
-                 "seed", "mesh.data", "mesh.fsdp", "mesh.tensor")
-
-SECTIONS = ("model", "data", "train", "optimizer", "mesh", "evaluation")
-TOP_LEVEL = ("seed", "vocabulary", "init_checkpoint")
-
-# T5X gin names (network.T5Config.*) -> config.model keys.
-T5X_ALIASES = {
-    "vocab_size": "vocab_size", "emb_dim": "d_model", "num_heads": "num_heads",
-    "num_encoder_layers": "num_encoder_layers", "num_decoder_layers": "num_decoder_layers",
-    "head_dim": "d_kv", "mlp_dim": "d_ff", "mlp_activations": "mlp_activations",
-    "dropout_rate": "dropout_rate", "logits_via_embedding": "tie_embeddings", "dtype": "dtype",
-}
-
-
-def _get_path(config, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        if isinstance(node, (dict, ml_collections.ConfigDict)) and part in node:
-            node = node[part]
-        else:
-            raise KeyError(dotted)
-    return node
-
-
-def _value(config, key: str):
-    try:
-        return _get_path(config, key)
-    except KeyError:
-        raise UserError(f"config is missing key {key}") from None
-
-
-def _int(config, key: str, minimum: int) -> int:
-    value = _value(config, key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"config {key} must be an integer, got {value!r}")
-    if value < minimum:
-        raise UserError(f"config {key} must be >= {minimum}, got {value}")
-    return value
-
-
-def _choice(config, key: str, choices: Sequence[str]) -> str:
-    value = _value(config, key)
-    if value not in choices:
-        raise UserError(f"config {key} must be one of {'|'.join(choices)}, got {value!r}")
-    return value
-
-
-def _float_range(config, key: str, lo: float, hi: float) -> float:
-    value = _value(config, key)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"config {key} must be a number, got {value!r}") from None
-    if not lo <= value < hi:
-        raise UserError(f"config {key} must be in [{lo}, {hi}), got {value}")
-    return value
-
-
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Check every key the trainer reads; raise UserError (one line) on the first problem."""
-    for key in REQUIRED_KEYS:
-        try:
-            _get_path(config, key)
-        except KeyError:
-            raise UserError(f"config is missing required key {key}") from None
-    for key in ("model", "data", "train", "optimizer", "mesh"):
-        if key not in config:
-            raise UserError(f"config is missing section {key!r}")
-    _int(config, "seed", 0)
-    _int(config, "train.num_steps", 1)
-    _int(config, "train.checkpoint_every", 0)
-    _int(config, "train.log_every", 1)
-    _int(config, "train.eval_every", 0)
-    _int(config, "train.eval_steps", 1)
-    _int(config, "train.keep_checkpoints", 1)
-    _int(config, "train.num_microbatches", 1)
-    _int(config, "data.batch_size", 1)
-    if not isinstance(_value(config, "data.pack"), bool):
-        raise UserError(f"config data.pack must be True or False, got {config.data.pack!r}")
-    _choice(config, "train.loss_normalization", ("sum", "mean"))
-    _float_range(config, "train.z_loss", 0.0, float("inf"))
-    _float_range(config, "train.label_smoothing", 0.0, 1.0)
-    _float_range(config, "train.grad_clip", 0.0, float("inf"))
-    _choice(config, "optimizer.name", ("adafactor", "adamw"))
-    _choice(config, "optimizer.schedule", ("rsqrt", "linear", "cosine", "constant"))
-    _float_range(config, "optimizer.learning_rate", 1e-30, float("inf"))
-    _int(config, "optimizer.warmup_steps", 0)
-    fl = _value(config, "data.feature_lengths")
-    for k in fl:
-        _int(config, f"data.feature_lengths.{k}", 1)
-    if not isinstance(_value(config, "data.task"), str) or not config.data.task:
-        raise UserError(f"config data.task must be a task or mixture name, got {config.data.task!r}")
-    for axis in ("data", "fsdp", "tensor"):
-        v = _value(config, f"mesh.{axis}")
-        if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and v != -1):
-            raise UserError(f"config mesh.{axis} must be a positive integer or -1, got {v!r}")
-    if config.train.num_microbatches > 1 and config.data.batch_size % config.train.num_microbatches:
-        raise UserError(f"data.batch_size={config.data.batch_size} is not divisible by "
-                        f"train.num_microbatches={config.train.num_microbatches}")
-    model_config(config, vocab_size=max(int(config.model.vocab_size), 1))  # field names and values
-    return config
-
-
-def model_config(config, vocab_size: int | None = None):
-    """config.model -> ModelConfig (validated); vocab_size overrides a 0 (= from vocabulary)."""
-    from t5x_lite.models.config import ModelConfig
-
-    d = dict(to_dict(config.model))
-    if vocab_size is not None and int(d.get("vocab_size", 0)) <= 0:
-        d["vocab_size"] = vocab_size
-    return ModelConfig.from_dict(d)
+# Keys whose value is a whole dict (its own keys vary by experiment), not a section.
+DICT_VALUES = ("data.feature_lengths",)
 
 
 def to_dict(config) -> Any:
@@ -148,113 +44,361 @@ def to_dict(config) -> Any:
     return config
 
 
+def _close(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+# ----------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------
+
+def _type_ok(value, declared) -> bool:
+    if isinstance(declared, bool):
+        return isinstance(value, bool)
+    if isinstance(declared, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(declared, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(declared, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    if isinstance(declared, (dict, ml_collections.ConfigDict)):
+        return isinstance(value, (dict, ml_collections.ConfigDict))
+    return isinstance(value, type(declared))
+
+
+def _check_declared(config, declared, prefix: str = "") -> None:
+    for key in declared:
+        path = prefix + key
+        if key not in config:
+            raise UserError(f"config is missing required key {path}")
+        want, value = declared[key], config[key]
+        if isinstance(want, ml_collections.ConfigDict) and path not in DICT_VALUES:
+            if not isinstance(value, (dict, ml_collections.ConfigDict)):
+                raise UserError(f"config {path} must be a section of keys, got {value!r}")
+            _check_declared(value, want, path + ".")
+        elif not _type_ok(value, want):
+            raise UserError(f"config {path} must be a {type(want).__name__} like {want!r}, got {value!r}")
+    for key in config:
+        if key not in declared:
+            raise UserError(f"config key {prefix}{key} is not declared in t5x_lite/train/default_config.py"
+                            f"{_close(key, declared)}")
+
+
+def _number(config, key: str, lo: float, hi: float = float("inf"), *, lo_open: bool = False,
+            hi_open: bool = False):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    if value < lo or (lo_open and value == lo) or value > hi or (hi_open and value == hi):
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == float('inf') else ']'}"
+        raise UserError(f"config {key} must be in {interval}, got {value}")
+
+
+def _choice(config, key: str, choices: Sequence[str]) -> None:
+    section, name = key.split(".")
+    if config[section][name] not in choices:
+        raise UserError(f"config {key} must be one of {'|'.join(choices)}, got {config[section][name]!r}")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every key against train/default_config.py; raise UserError (one line) on the first problem."""
+    _check_declared(config, default_config.get_config())
+    for key in ("train.num_steps", "train.log_every", "train.eval_steps", "train.keep_checkpoints",
+                "train.num_microbatches", "data.batch_size", "evaluation.num_examples", "evaluation.batch_size",
+                "evaluation.beam_size", "evaluation.max_decode_length", "optimizer.min_dim_size_to_factor"):
+        _number(config, key, 1)
+    for key in ("seed", "train.checkpoint_every", "train.eval_every", "train.z_loss", "train.grad_clip",
+                "optimizer.warmup_steps", "optimizer.end_learning_rate", "optimizer.weight_decay",
+                "optimizer.clipping_threshold", "optimizer.adafactor_epsilon", "optimizer.epsilon",
+                "evaluation.alpha"):
+        _number(config, key, 0)
+    for key in ("train.label_smoothing", "optimizer.momentum", "optimizer.b1", "optimizer.b2"):
+        _number(config, key, 0, 1, hi_open=True)
+    _number(config, "optimizer.learning_rate", 0, lo_open=True)
+    _number(config, "optimizer.decay_rate", 0, lo_open=True)
+    _number(config, "data.shuffle_seed", -1)
+    _choice(config, "train.loss_normalization", losses.NORMALIZATIONS)
+    _choice(config, "optimizer.name", optimizers.NAMES)
+    _choice(config, "optimizer.schedule", optimizers.SCHEDULES)
+    _choice(config, "evaluation.decode", decoding.METHODS)
+    if not config.data.task:
+        raise UserError("config data.task must be a task or mixture name, got ''")
+    if not config.data.feature_lengths:
+        raise UserError("config data.feature_lengths must name at least one feature")
+    for name, length in dict(config.data.feature_lengths).items():
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise UserError(f"config data.feature_lengths.{name} must be a positive integer, got {length!r}")
+    for axis in partitioning.MESH_AXES:
+        size = config.mesh[axis]
+        if size < 1 and size != -1:
+            raise UserError(f"config mesh.{axis} must be a positive integer or -1, got {size!r}")
+    if config.data.batch_size % config.train.num_microbatches:
+        raise UserError(f"data.batch_size={config.data.batch_size} is not divisible by "
+                        f"train.num_microbatches={config.train.num_microbatches}")
+    ModelConfig.from_dict(dict(to_dict(config.model), vocab_size=max(int(config.model.vocab_size), 1)))
+    return config
+
+
+# ----------------------------------------------------------------------------
+# Resolution
+# ----------------------------------------------------------------------------
+
+def resolve(config) -> tuple[ModelConfig, dict]:
+    """(ModelConfig, the resolved config dict saved with every checkpoint).
+
+    With config.init_checkpoint (a checkpoint directory or a training workdir) the model
+    section is the checkpoint's saved one, with only the model keys this experiment changed
+    from train/default_config.py applied on top (e.g. dropout_rate for fine-tuning); the
+    vocabulary too is the checkpoint's unless the experiment names one.  model.vocab_size 0
+    becomes the vocabulary's size rounded up to a multiple of 128 (T5X pads 32100 -> 32128)."""
+    validate(config)
+    model = to_dict(config.model)
+    vocab_spec = config.vocabulary or None
+    saved_fingerprint = None
+    if config.init_checkpoint:
+        ck = loading.open_checkpoint(config.init_checkpoint)
+        defaults = default_config.get_config()
+        changed = {k: v for k, v in model.items() if v != to_dict(defaults.model[k])}
+        model = {**ck.model_config.to_dict(), **changed}
+        if config.vocabulary == defaults.vocabulary and ck.config.get("vocabulary"):
+            vocab_spec = ck.config["vocabulary"]
+        saved_fingerprint = ck.config.get("vocabulary_fingerprint")
+    fingerprint = None
+    if vocab_spec:
+        vocab = get_vocabulary(vocab_spec)
+        fingerprint = vocabulary_fingerprint(vocab)
+        if saved_fingerprint and fingerprint != saved_fingerprint:
+            raise UserError(f"init_checkpoint {config.init_checkpoint} was trained with another vocabulary than "
+                            f"{vocab_spec!r} (fingerprint {saved_fingerprint} vs {fingerprint}); set "
+                            "--config.vocabulary to the one it was trained with")
+        size = int(vocab.vocab_size)
+        if 0 < int(model["vocab_size"]) < size:
+            raise UserError(f"model.vocab_size={model['vocab_size']} is smaller than vocabulary {vocab_spec!r} "
+                            f"({size} ids)")
+        if int(model["vocab_size"]) <= 0:
+            model["vocab_size"] = -(-size // 128) * 128
+    elif int(model["vocab_size"]) <= 0:
+        raise UserError("model.vocab_size is 0 (from vocabulary) but config.vocabulary is empty")
+    model_cfg = ModelConfig.from_dict(model)
+    resolved = to_dict(config)
+    resolved["model"] = model_cfg.to_dict()
+    resolved["vocabulary"] = vocab_spec
+    resolved["vocabulary_fingerprint"] = fingerprint  # checked when score/eval/infer load the checkpoint
+    return model_cfg, resolved
+
+
 # ----------------------------------------------------------------------------
 # Gin
 # ----------------------------------------------------------------------------
 
-_GIN_REGISTERED = False
+SECTIONS = ("model", "data", "train", "optimizer", "mesh", "evaluation")
+TOP_LEVEL = ("seed", "vocabulary", "init_checkpoint")   # bound as experiment.KEY
+
+# T5X's gin names (a configurable's parameter, or a macro) that have a counterpart here.
+T5X_NAMES = {
+    "network.T5Config.emb_dim": "model.d_model",
+    "network.T5Config.num_heads": "model.num_heads",
+    "network.T5Config.num_encoder_layers": "model.num_encoder_layers",
+    "network.T5Config.num_decoder_layers": "model.num_decoder_layers",
+    "network.T5Config.head_dim": "model.d_kv",
+    "network.T5Config.mlp_dim": "model.d_ff",
+    "network.T5Config.mlp_activations": "model.mlp_activations",
+    "network.T5Config.dropout_rate": "model.dropout_rate",
+    "network.T5Config.logits_via_embedding": "model.tie_embeddings",
+    "network.T5Config.vocab_size": "model.vocab_size",
+    "network.T5Config.dtype": "model.dtype",
+    "utils.SaveCheckpointConfig.period": "train.checkpoint_every",
+    "utils.SaveCheckpointConfig.keep": "train.keep_checkpoints",
+    "train_script.train.eval_period": "train.eval_every",
+    "train_script.train.total_steps": "train.num_steps",
+    "TRAIN_STEPS": "train.num_steps",
+    "BATCH_SIZE": "data.batch_size",
+    "TASK_FEATURE_LENGTHS": "data.feature_lengths",
+    "MIXTURE_OR_TASK_NAME": "data.task",
+    "DROPOUT_RATE": "model.dropout_rate",
+    "Z_LOSS": "train.z_loss",
+    "LABEL_SMOOTHING": "train.label_smoothing",
+}
+# T5X names that are not config keys: where the value goes (GinResult) or why it is ignored.
+T5X_MODULE, T5X_MODEL_DIR, T5X_CACHED = "MIXTURE_OR_TASK_MODULE", "MODEL_DIR", "USE_CACHED_TASKS"
+T5X_OTHER = (T5X_MODULE, T5X_MODEL_DIR, T5X_CACHED)
+# T5X wiring with no value of its own (the network reads network.T5Config), accepted and ignored.
+T5X_WIRING = ("network.Transformer.config",)
+# `include 't5x/...'` of T5X's own files -> the hand-written counterparts under gin/.
+T5X_INCLUDES = {"t5x/examples/t5/": "", "t5x/configs/runs/": "runs/"}
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "gin")
 
 
-def _register_gin():
-    global _GIN_REGISTERED
-    if _GIN_REGISTERED:
-        return
-    import gin
-
-    def section(**kwargs):
-        return kwargs
-    for name in SECTIONS + ("experiment",):
-        gin.external_configurable(section, name=name)
-    gin.external_configurable(section, name="T5Config", module="network")
-    _GIN_REGISTERED = True
+class GinResult(typing.NamedTuple):
+    config: ml_collections.ConfigDict
+    modules: list          # MIXTURE_OR_TASK_MODULE: modules to import (like --module)
+    model_dir: str | None  # MODEL_DIR: the workdir, unless --workdir is given
+    notes: list            # one line each, for the log
 
 
-def _suggest(key: str, known) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    name: str              # @name or @name(): a configurable; nothing here takes one as a value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Macro:
+    name: str              # %NAME
+
+
+class _Delegate(config_parser.ParserDelegate):
+    def configurable_reference(self, scoped_name, evaluate):
+        return _Reference(scoped_name)
+
+    def macro(self, name):
+        return _Macro(name)
+
+
+def _leaves(value):
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def _substitute(value, macros: dict, where: str, depth: int = 0):
+    """`value` with every %MACRO replaced by its (last) bound value."""
+    if isinstance(value, _Macro):
+        if value.name not in macros or depth > 20:
+            raise UserError(f"gin macro %{value.name} is not bound{where}")
+        return _substitute(macros[value.name], macros, where, depth + 1)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_substitute(v, macros, where, depth) for v in value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, macros, where, depth) for k, v in value.items()}
+    return value
+
+
+def _where(location) -> str:
+    return f" ({location.filename or 'gin_bindings'}:{location.line_num})"
+
+
+def _include_path(name: str, including: str | None) -> str:
+    """An include, looked up from the including file's directory upwards, then the current
+    directory and the repository's gin/ (where T5X's own paths land, see T5X_INCLUDES)."""
+    for prefix, ours in T5X_INCLUDES.items():
+        if name.startswith(prefix):
+            name = ours + name[len(prefix):]
+    dirs = []
+    d = os.path.dirname(os.path.abspath(including)) if including else ""
+    while d and d not in dirs:
+        dirs.append(d)
+        d = os.path.dirname(d)
+    for base in dirs + [os.getcwd(), GIN_DIR]:
+        if os.path.isfile(os.path.join(base, name)):
+            return os.path.join(base, name)
+    raise UserError(f"gin include not found: {name}" + (f" (included by {including})" if including else ""))
+
+
+def _statements(text_or_file, filename: str | None, seen: tuple = ()):
+    """Every binding statement, includes expanded in place.  Imports are skipped: nothing is
+    imported for gin here (T5X's `from t5x import utils` only names a prefix of its keys)."""
+    try:
+        for st in config_parser.ConfigParser(text_or_file, _Delegate()):
+            if isinstance(st, config_parser.IncludeStatement):
+                path = _include_path(st.filename, filename)
+                if path in seen:
+                    raise UserError(f"gin include cycle: {path}{_where(st.location)}")
+                with open(path) as f:
+                    yield from _statements(f, path, seen + (path,))
+            elif isinstance(st, config_parser.BindingStatement):
+                yield st._replace(location=st.location._replace(filename=filename))
+    except UserError:
+        raise
+    except Exception as e:  # gin's SyntaxError and friends carry multi-line messages
+        raise UserError(f"bad gin config{' in ' + filename if filename else ''}: {type(e).__name__}: "
+                        f"{' '.join(str(e).split())}") from None
+
+
+def _put(config, key: str, value, where: str) -> None:
+    *path, name = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    old = node[name]
+    if isinstance(old, ml_collections.ConfigDict) and isinstance(value, dict):
+        value = ml_collections.ConfigDict(value)
+    elif isinstance(old, tuple) and isinstance(value, list):
+        value = tuple(value)
+    elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    try:
+        with config.unlocked():
+            node[name] = value
+    except (TypeError, ValueError) as e:
+        raise UserError(f"gin binding {key} = {value!r}{where}: {' '.join(str(e).split())}") from None
+
+
+def _config_key(config, name: str, where: str) -> str:
+    """This project's gin name (SECTION.KEY..., experiment.KEY) -> the config key it binds."""
+    section, _, rest = name.partition(".")
+    key = rest if section == "experiment" else name
+    node = {k: config[k] for k in TOP_LEVEL} if section == "experiment" else config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, (dict, ml_collections.ConfigDict)):
+            raise UserError(f"gin binding {name}{where}: {'.'.join(parts[:i])} is not a section")
+        if part not in node:
+            raise UserError(f"gin binding {name}{where}: unknown key{_close(part, node.keys())}")
+        node = node[part]
+    return key
+
+
+def _unsupported(name: str, where: str) -> UserError:
+    return UserError(f"gin binding {name}{where}: a T5X setting with no counterpart in t5x-lite; remove it "
+                     "(docs/training.md lists the T5X names accepted)")
 
 
 def apply_gin(config: ml_collections.ConfigDict, gin_files: Sequence[str],
-              gin_bindings: Sequence[str]) -> ml_collections.ConfigDict:
-    """Parse gin files/bindings and write the bound values into `config`."""
-    if not gin_files and not gin_bindings:
-        return config
-    import gin
-
-    _register_gin()
-    gin.unlock_config()
-    gin.clear_config()
-    for f in gin_files:
-        if not os.path.exists(f):
-            raise UserError(f"gin file not found: {f}")
-        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(f)))
-    # Includes are resolved relative to the repository's gin/ directory too.
-    gin.add_config_file_search_path(os.getcwd())
-    try:
-        gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), skip_unknown=False,
-                                            finalize_config=False)
-    except Exception as e:
-        msg = " ".join(str(e).split())
-        raise UserError(f"bad gin config: {type(e).__name__}: {msg}") from None
-
-    def put(section_name: str, key: str, value):
-        target = config if section_name == "experiment" else config[section_name]
-        known = TOP_LEVEL if section_name == "experiment" else list(target.keys())
-        if key not in known:
-            raise UserError(f"gin binding {section_name}.{key}: unknown key{_suggest(key, known)}")
-        old = target[key]
-        if isinstance(old, ml_collections.ConfigDict) and isinstance(value, dict):
-            value = ml_collections.ConfigDict(value)
-        elif isinstance(old, tuple) and isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        try:
-            with config.unlocked() if hasattr(config, "unlocked") else _null():
-                target[key] = value
-        except (TypeError, ValueError) as e:
-            raise UserError(f"gin binding {section_name}.{key} = {value!r}: {e}") from None
-
-    try:
-        for name in SECTIONS + ("experiment",):
-            for key, value in gin.get_bindings(name).items():
-                put(name, key, value)
-        for key, value in gin.get_bindings("network.T5Config").items():
-            if key not in T5X_ALIASES:
-                raise UserError(f"gin binding network.T5Config.{key}: not supported{_suggest(key, T5X_ALIASES)}")
-            put("model", T5X_ALIASES[key], value)
-    finally:
-        gin.clear_config()
-    return config
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def config_to_gin(config) -> str:
-    """The gin file that reproduces `config` (every key of every section) through apply_gin."""
-    d = to_dict(config)
-    lines = []
-    for key in TOP_LEVEL:
-        if key in d:
-            lines.append(f"experiment.{key} = {_gin_value(d[key])}")
-    for section in SECTIONS:
-        lines.append("")
-        for key, value in d.get(section, {}).items():
-            lines.append(f"{section}.{key} = {_gin_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _gin_value(v) -> str:
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k!r}: {_gin_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_gin_value(x) for x in v) + "]"
-    if v is None:
-        return "None"
-    return repr(v)
+              gin_bindings: Sequence[str]) -> GinResult:
+    """Read gin files, then bindings, onto `config`.  As in gin, the last binding of a name wins
+    and a %MACRO is replaced by its last value wherever it is used."""
+    statements = []
+    for path in gin_files:
+        if not os.path.isfile(path):
+            raise UserError(f"gin file not found: {path}")
+        with open(path) as f:
+            statements += list(_statements(f, path, (os.path.abspath(path),)))
+    statements += list(_statements("\n".join(gin_bindings), None))
+    latest = {}                                   # name -> (value, where), in order of the last binding
+    for st in statements:
+        name = ".".join(p for p in (st.selector, st.arg_name) if p)
+        if st.scope:
+            raise UserError(f"gin binding {st.scope}/{name}{_where(st.location)}: scoped bindings have no "
+                            "counterpart in t5x-lite")
+        latest.pop(name, None)
+        latest[name] = (st.value, _where(st.location))
+    macros = {name: value for name, (value, _) in latest.items() if "." not in name}
+    used = {leaf.name for value, _ in latest.values() for leaf in _leaves(value) if isinstance(leaf, _Macro)}
+    result = GinResult(config, [], None, [])
+    for name, (raw, where) in latest.items():
+        if name in T5X_WIRING or (name in macros and name not in T5X_NAMES and name not in T5X_OTHER and name in used):
+            continue                              # wiring, or a helper macro used by another binding
+        value = _substitute(raw, macros, where)
+        if any(isinstance(leaf, _Reference) for leaf in _leaves(value)):
+            raise UserError(f"gin binding {name}{where}: a configurable reference (@...) has no counterpart "
+                            "in t5x-lite; bind plain values")
+        if name == T5X_MODULE:
+            result.modules.extend([value] if isinstance(value, str) else list(value))
+        elif name == T5X_MODEL_DIR:
+            result = result._replace(model_dir=str(value))
+        elif name == T5X_CACHED:
+            result.notes.append(f"{T5X_CACHED} = {value!r} ignored: t5x-lite reads tasks directly, there is "
+                                "no task cache")
+        elif name in T5X_NAMES:
+            _put(config, T5X_NAMES[name], value, where)
+        elif name.partition(".")[0] in SECTIONS + ("experiment",):
+            _put(config, _config_key(config, name, where), value, where)
+        else:
+            raise _unsupported(name, where)
+    return result

@@ -1,12 +1,12 @@
 """`t5x-lite train`: pretrain or fine-tune.
 
-    t5x-lite train [--config configs/NAME.py] --workdir DIR [--config.KEY=VALUE ...]
-                   [--gin_file FILE.gin ...] [--gin_bindings 'section.key = value' ...]
+    t5x-lite train [--config configs/NAME.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+                   [--gin_file FILE.gin ...] [--gin_bindings 'KEY = VALUE' ...] [--module NAME ...]
                    [--coordinator_address HOST:PORT --num_processes N --process_id I]
 
-Without --config the embedded default (t5x_lite/train/default_config.py, a tiny
-T5.1.1 on builtin_span_corruption) is trained.  Order of precedence: the config
-file, then gin files/bindings, then --config.KEY=VALUE overrides.  Running the
+Without --config the embedded default (t5x_lite/train/default_config.py, which
+declares every key with its default) is trained.  Order of precedence: the config
+file, then gin files and bindings, then --config.KEY=VALUE overrides.  Running the
 same command again resumes from DIR's latest checkpoint.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 
 from t5x_lite.errors import UserError
 
@@ -21,23 +22,24 @@ HELP = __doc__ + """
 flags:
   --config PATH[:ARG]      ml_collections config file with get_config() (default: the tiny default)
   --config.KEY=VALUE       override any config key, e.g. --config.train.num_steps=1000
-  --workdir DIR            checkpoints, metrics.jsonl, TensorBoard events (required)
-  --gin_file FILE          gin file binding config keys (repeatable), e.g. gin/t5_1_1/small.gin
-  --gin_bindings 'K = V'   one gin binding (repeatable), e.g. 'train.num_steps = 100'
+  --workdir DIR            checkpoints, metrics.jsonl, TensorBoard events (required; gin MODEL_DIR too)
+  --gin_file FILE          gin file (repeatable), e.g. gin/t5_1_1/small.gin; T5X's names work too
+  --gin_bindings 'K = V'   one gin binding (repeatable), e.g. 'train.num_steps = 100' or 'TRAIN_STEPS = 100'
+  --module NAME            import a module that registers tasks/mixtures (repeatable; T5X's
+                           MIXTURE_OR_TASK_MODULE)
   --coordinator_address, --num_processes, --process_id
                            multi-host (jax.distributed); auto-detected on TPU pods / Slurm / Open MPI
-  --print_config           print the resolved config and exit
+  --print_config           print the config and exit
   -h, --help               this help
 
-config keys: seed, vocabulary, init_checkpoint, model.*, data.*, train.*, optimizer.*, mesh.*,
-evaluation.*   (see docs/training.md and configs/)
+config keys, defaults and meanings: t5x_lite/train/default_config.py (docs/training.md)
 """
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.py")
 
 
 def parse_args(argv: list[str]):
-    """argv -> (config ConfigDict, flag values).  Every parse problem is a one-line UserError."""
+    """argv -> (config ConfigDict, options namespace).  Every parse problem is a one-line UserError."""
     import ml_collections
     from absl import flags
     from ml_collections import config_flags
@@ -52,10 +54,11 @@ def parse_args(argv: list[str]):
         flags.DEFINE_string("workdir", None, "output directory", flag_values=fv)
         flags.DEFINE_multi_string("gin_file", [], "gin file(s)", flag_values=fv)
         flags.DEFINE_multi_string("gin_bindings", [], "gin binding(s)", flag_values=fv)
+        flags.DEFINE_multi_string("module", [], "module(s) registering tasks", flag_values=fv)
         flags.DEFINE_string("coordinator_address", None, "multi-host coordinator HOST:PORT", flag_values=fv)
         flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
         flags.DEFINE_integer("process_id", None, "multi-host: this process's id", flag_values=fv)
-        flags.DEFINE_boolean("print_config", False, "print the resolved config and exit", flag_values=fv)
+        flags.DEFINE_boolean("print_config", False, "print the config and exit", flag_values=fv)
         rest = fv(["t5x-lite train"] + argv)
         config = fv.config
         if not isinstance(config, ml_collections.ConfigDict):  # a failed load hides in an _ErrorConfig
@@ -67,16 +70,22 @@ def parse_args(argv: list[str]):
         raise UserError(f"bad flag or config: {_one_line(e, argv)}") from None
     if len(rest) > 1:
         raise UserError(f"unexpected positional arguments: {' '.join(rest[1:])}")
+    opts = types.SimpleNamespace(workdir=fv.workdir, modules=list(fv.module), notes=[],
+                                 print_config=fv.print_config, coordinator_address=fv.coordinator_address,
+                                 num_processes=fv.num_processes, process_id=fv.process_id)
     if fv.gin_file or fv.gin_bindings:
+        gin = config_lib.apply_gin(config, fv.gin_file, fv.gin_bindings)
+        opts.modules += gin.modules
+        opts.notes += gin.notes
+        opts.workdir = opts.workdir or gin.model_dir
         # Gin values go under the command-line overrides: re-apply those afterwards.
-        config = config_lib.apply_gin(config, fv.gin_file, fv.gin_bindings)
         config = _reapply_overrides(config, argv)
-    return config, fv
+    return config, opts
 
 
 def _unknown_override_key(argv) -> str | None:
-    """Name the first --config.KEY override that no config has (all presets share the
-    default config's keys), with close matches, so the error says what to fix."""
+    """Name the first --config.KEY override that train/default_config.py does not declare,
+    with close matches, so the error says what to fix."""
     import difflib
 
     from t5x_lite.train import default_config
@@ -112,14 +121,14 @@ def _reapply_overrides(config, argv):
     from absl import flags
     from ml_collections import config_flags
 
-    overrides = [a for a in argv if a.startswith("--config.")]
+    overrides = _override_args(argv)
     if not overrides:
         return config
     fv = flags.FlagValues()
     try:
         config_flags.DEFINE_config_dict("config", config, "config", flag_values=fv, lock_config=True,
-                                        sys_argv=["t5x-lite train"] + _override_args(argv))
-        fv(["t5x-lite train"] + _override_args(argv))
+                                        sys_argv=["t5x-lite train"] + overrides)
+        fv(["t5x-lite train"] + overrides)
         return fv.config
     except BaseException as e:
         raise UserError(f"bad flag or config: {_one_line(e, argv)}") from None
@@ -142,18 +151,21 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
         print(HELP)
         return 0
-    config, fv = parse_args(argv)
-    if fv.print_config:
+    config, opts = parse_args(argv)
+    for note in opts.notes:
+        print(f"[t5x-lite train] {note}", file=sys.stderr)
+    if opts.print_config:
         from t5x_lite.train import config as config_lib
         config_lib.validate(config)
         print(config)
         return 0
-    if not fv.workdir:
+    if not opts.workdir:
         raise UserError("--workdir is required (where checkpoints and metrics go)")
-    from t5x_lite import partitioning
-    partitioning.maybe_initialize_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
+    from t5x_lite import errors, partitioning
+    errors.import_modules(opts.modules)  # before the loop looks up config.data.task
+    partitioning.maybe_initialize_distributed(opts.coordinator_address, opts.num_processes, opts.process_id)
     from t5x_lite.train.loop import train
-    return train(config, fv.workdir)
+    return train(config, opts.workdir)
 
 
 if __name__ == "__main__":
