@@ -1,7 +1,17 @@
-"""Decoder-only causal LM (base width, 12 layers) on builtin_lm, 512 tokens."""
+"""A GPT-style causal LM: configs/t5_1_1.py:base as a decoder-only stack of 12 layers,
+on the targets-only LM task with 512-token sequences."""
 
-from t5x_lite.train import presets
+import os
+import runpy
+
+import ml_collections
+
+t5_1_1 = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "t5_1_1.py"))
 
 
 def get_config():
-    return presets.decoder_only_lm()
+    c = t5_1_1["get_config"]("base")
+    c.model.architecture = "decoder_only"
+    c.data.task = "builtin_lm"
+    c.data.feature_lengths = ml_collections.ConfigDict(dict(targets=512))
+    return c

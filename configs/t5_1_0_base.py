@@ -1,7 +1,13 @@
-"""Original T5 base (paper baseline): ReLU, tied embeddings, dropout 0.1, d_ff 3072."""
+"""The original T5 base (the paper's baseline): configs/t5_1_1.py:base with a ReLU MLP of
+width 3072, tied input/output embeddings and dropout 0.1."""
 
-from t5x_lite.train import presets
+import os
+import runpy
+
+t5_1_1 = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "t5_1_1.py"))
 
 
 def get_config():
-    return presets.t5_1_0_base()
+    c = t5_1_1["get_config"]("base")
+    c.model.update(dict(d_ff=3072, mlp_activations=("relu",), tie_embeddings=True, dropout_rate=0.1))
+    return c
