@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "rouge-score==0.1.2",
     "tqdm==4.70.1",
     "tensorboardX==2.6.5",
+    "matplotlib==3.11.2",
     "absl-py==2.5.1",
     "numpy>=2.0",
 ]
