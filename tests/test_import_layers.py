@@ -1,7 +1,7 @@
 """Dependencies flow one way: every module under t5x_lite/ imports only its own layer or layers to its left.
 
     errors -> checkpoints -> partitioning -> models -> data -> tasks -> decoding -> loading
-           -> scoring / evaluation -> train -> convert -> cli
+           -> scoring / evaluation -> train -> study -> convert -> cli
 
 Each module is parsed (ast) and every import is checked, at module level and inside functions, including
 `importlib.import_module("t5x_lite...")` with a literal name (an `if __name__ == "__main__":` block
@@ -42,6 +42,7 @@ LAYERS = [
     ("loading", ("t5x_lite.loading",)),
     ("scoring/evaluation", ("t5x_lite.scoring", "t5x_lite.evaluation")),
     ("train", ("t5x_lite.train",)),
+    ("study", ("t5x_lite.study",)),          # ablation studies: plan and report runs of train + eval
     ("convert", ("t5x_lite.convert",)),
     ("cli", ("t5x_lite.cli", "t5x_lite.__main__")),
 ]
