@@ -8,9 +8,11 @@ is printed here as one line with exit code 2.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
+from t5x_lite import __version__
 from t5x_lite.errors import UserError
 
 # name -> (module, function, one-line help).  Each function takes argv (the
@@ -30,6 +32,8 @@ SUBCOMMANDS = {
              "decode a task's split with a checkpoint and compute the task's metrics"),
     "infer": ("t5x_lite.evaluation.cli", "infer_main",
               "free-form generation from a checkpoint (greedy, beam or sampling)"),
+    "study": ("t5x_lite.study.cli", "main",
+              "T5 ablation studies (Tables 2, 4-7): list the built-in studies, report a study directory"),
 }
 
 USAGE = "usage: t5x-lite <command> [options]   (t5x-lite <command> --help for details)"
@@ -50,17 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         _print_help()
         return 0
     if argv[0] == "--version":
-        from t5x_lite import __version__
         print(f"t5x-lite {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        import difflib
         close = difflib.get_close_matches(name, SUBCOMMANDS, n=3)
         hint = f" (did you mean: {', '.join(close)}?)" if close else ""
-        print(f"t5x-lite: error: unknown command {name!r}{hint}", file=sys.stderr)
-        _print_help(sys.stderr)
-        return 2
+        print(f"t5x-lite: error: unknown command {name!r}{hint}; commands: {', '.join(SUBCOMMANDS)}",
+              file=sys.stderr)
+        return UserError.exit_code
     module_name, func_name, _ = SUBCOMMANDS[name]
     try:
         func = getattr(importlib.import_module(module_name), func_name)
