@@ -51,6 +51,6 @@ def get_config(task="local_translate_en_de"):
     c.data.batch_size = 32
     c.train.update(dict(num_steps=2000, checkpoint_every=500, log_every=50, eval_every=500, keep_checkpoints=2))
     c.optimizer.learning_rate = 0.001
-    c.evaluation.update(dict(tasks=eval_tasks or [train_task], num_examples=128, batch_size=32,
+    c.evaluation.update(dict(tasks=tuple(eval_tasks or [train_task]), num_examples=128, batch_size=32,
                              max_decode_length=targets_length))
     return c

@@ -90,12 +90,15 @@ def get_config() -> ml_collections.ConfigDict:
     o.b2 = 0.999                         # adamw: second-moment decay
     o.epsilon = 1e-8                     # adamw: denominator epsilon
 
-    # Device mesh (t5x_lite/partitioning.py); one axis may be -1 = all remaining devices.
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    # Device mesh (t5x_lite/partitioning.py MESH_AXES); one axis may be -1 = all remaining devices.
+    c.mesh = h = ml_collections.ConfigDict()
+    h.data = -1                          # data parallelism: batch split, params replicated
+    h.fsdp = 1                           # batch split, params and optimizer state sharded too
+    h.tensor = 1                         # tensor parallelism: heads, MLP and vocabulary split
 
     # Decode-based evaluation every train.eval_every steps (t5x_lite/evaluation/evaluator.py).
     c.evaluation = e = ml_collections.ConfigDict()
-    e.tasks = []                         # task names to decode and score ([] = none)
+    e.tasks = ()                         # task names to decode and score (() = none)
     e.split = "validation"               # split to decode
     e.num_examples = 64                  # first examples of the split
     e.batch_size = 16                    # decode batch size
