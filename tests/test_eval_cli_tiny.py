@@ -33,7 +33,7 @@ def _save(path, architecture, **extra):
     cfg = ModelConfig(architecture=architecture, vocab_size=8192, d_model=32, num_heads=2, d_kv=16, d_ff=64,
                       num_encoder_layers=1, num_decoder_layers=1, **extra).validate()
     model = build_model(cfg, nnx.Rngs(3))
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     save_params_checkpoint(path, params, {"model": cfg.to_dict(), "vocabulary": "builtin"})
     return model
 
