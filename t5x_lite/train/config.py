@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from typing import Any, Sequence
@@ -85,14 +86,13 @@ def _check_declared(config, declared, prefix: str = "") -> None:
                             f"{_close(key, declared)}")
 
 
-def _number(config, key: str, lo: float, hi: float = float("inf"), *, lo_open: bool = False,
-            hi_open: bool = False):
-    value = config
-    for part in key.split("."):
-        value = value[part]
-    if value < lo or (lo_open and value == lo) or value > hi or (hi_open and value == hi):
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == float('inf') else ']'}"
-        raise UserError(f"config {key} must be in {interval}, got {value}")
+def _number(config, key: str, lo: float, hi: float = math.inf, *, lo_open: bool = False,
+            hi_open: bool = False) -> None:
+    section, _, name = key.rpartition(".")
+    value = (config[section] if section else config)[name]
+    if (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi):
+        bounds = f"{'>' if lo_open else '>='} {lo}" + (f" and {'<' if hi_open else '<='} {hi}" if hi < math.inf else "")
+        raise UserError(f"config {key} must be {bounds}, got {value}")
 
 
 def _choice(config, key: str, choices: Sequence[str]) -> None:
@@ -354,11 +354,6 @@ def _config_key(config, name: str, where: str) -> str:
     return key
 
 
-def _unsupported(name: str, where: str) -> UserError:
-    return UserError(f"gin binding {name}{where}: a T5X setting with no counterpart in t5x-lite; remove it "
-                     "(docs/training.md lists the T5X names accepted)")
-
-
 def apply_gin(config: ml_collections.ConfigDict, gin_files: Sequence[str],
               gin_bindings: Sequence[str]) -> GinResult:
     """Read gin files, then bindings, onto `config`.  As in gin, the last binding of a name wins
@@ -382,8 +377,9 @@ def apply_gin(config: ml_collections.ConfigDict, gin_files: Sequence[str],
     used = {leaf.name for value, _ in latest.values() for leaf in _leaves(value) if isinstance(leaf, _Macro)}
     result = GinResult(config, [], None, [])
     for name, (raw, where) in latest.items():
-        if name in T5X_WIRING or (name in macros and name not in T5X_NAMES and name not in T5X_OTHER and name in used):
-            continue                              # wiring, or a helper macro used by another binding
+        helper_macro = name in macros and name in used and name not in T5X_NAMES and name not in T5X_OTHER
+        if name in T5X_WIRING or helper_macro:
+            continue                              # applied where it is used
         value = _substitute(raw, macros, where)
         if any(isinstance(leaf, _Reference) for leaf in _leaves(value)):
             raise UserError(f"gin binding {name}{where}: a configurable reference (@...) has no counterpart "
@@ -400,5 +396,6 @@ def apply_gin(config: ml_collections.ConfigDict, gin_files: Sequence[str],
         elif name.partition(".")[0] in SECTIONS + ("experiment",):
             _put(config, _config_key(config, name, where), value, where)
         else:
-            raise _unsupported(name, where)
+            raise UserError(f"gin binding {name}{where}: a T5X setting with no counterpart in t5x-lite; "
+                            "remove it (docs/training.md lists the T5X names accepted)")
     return result
