@@ -12,11 +12,18 @@ same command again resumes from DIR's latest checkpoint.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import types
 
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from t5x_lite import errors, partitioning
 from t5x_lite.errors import UserError
+from t5x_lite.train import default_config
 
 HELP = __doc__ + """
 flags:
@@ -40,12 +47,6 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defau
 
 def parse_args(argv: list[str]):
     """argv -> (config ConfigDict, options namespace).  Every parse problem is a one-line UserError."""
-    import ml_collections
-    from absl import flags
-    from ml_collections import config_flags
-
-    from t5x_lite.train import config as config_lib
-
     argv = list(argv)
     fv = flags.FlagValues()
     try:
@@ -74,6 +75,7 @@ def parse_args(argv: list[str]):
                                  print_config=fv.print_config, coordinator_address=fv.coordinator_address,
                                  num_processes=fv.num_processes, process_id=fv.process_id)
     if fv.gin_file or fv.gin_bindings:
+        from t5x_lite.train import config as config_lib  # lazy: keeps `t5x-lite train --help` fast (no jax)
         gin = config_lib.apply_gin(config, fv.gin_file, fv.gin_bindings)
         opts.modules += gin.modules
         opts.notes += gin.notes
@@ -86,10 +88,6 @@ def parse_args(argv: list[str]):
 def _unknown_override_key(argv) -> str | None:
     """Name the first --config.KEY override that train/default_config.py does not declare,
     with close matches, so the error says what to fix."""
-    import difflib
-
-    from t5x_lite.train import default_config
-
     known = default_config.get_config()
     for arg in argv:
         if not arg.startswith("--config."):
@@ -118,9 +116,6 @@ def _one_line(e: BaseException, argv=()) -> str:
 
 
 def _reapply_overrides(config, argv):
-    from absl import flags
-    from ml_collections import config_flags
-
     overrides = _override_args(argv)
     if not overrides:
         return config
@@ -155,16 +150,15 @@ def main(argv: list[str]) -> int:
     for note in opts.notes:
         print(f"[t5x-lite train] {note}", file=sys.stderr)
     if opts.print_config:
-        from t5x_lite.train import config as config_lib
+        from t5x_lite.train import config as config_lib  # lazy: keeps `t5x-lite train --help` fast (no jax)
         config_lib.validate(config)
         print(config)
         return 0
     if not opts.workdir:
         raise UserError("--workdir is required (where checkpoints and metrics go)")
-    from t5x_lite import errors, partitioning
     errors.import_modules(opts.modules)  # before the loop looks up config.data.task
     partitioning.maybe_initialize_distributed(opts.coordinator_address, opts.num_processes, opts.process_id)
-    from t5x_lite.train.loop import train
+    from t5x_lite.train.loop import train  # lazy: keeps `t5x-lite train --help` fast (no jax)
     return train(config, opts.workdir)
 
 
