@@ -42,6 +42,7 @@ import shutil
 
 import numpy as np
 
+from t5x_lite.data import get_vocabulary, vocabulary_fingerprint
 from t5x_lite.errors import ArgParser, UserError
 
 # HF activation name (T5Config.dense_act_fn) <-> t5x_lite ACTIVATIONS name.
@@ -78,7 +79,7 @@ def _hf_scales_logits(hf: dict) -> bool:
 
 def hf_config_to_model_config(hf: dict):
     """ModelConfig of an HF T5 config.json dict (raises UserError if it is not a T5 we support)."""
-    from t5x_lite.models import ModelConfig
+    from t5x_lite.models import ModelConfig   # lazy: keeps `t5x-lite convert --help` fast (no JAX)
     if hf.get("model_type") not in ("t5", "mt5"):   # mT5 is the T5.1.1 architecture under another name
         raise UserError(f"config.json has model_type {hf.get('model_type')!r}; only 't5' (and 'mt5') checkpoints "
                         "can be converted")
@@ -240,7 +241,8 @@ def hf_to_t5x_params(tensors: dict, hf_config: dict):
         cfg.tie_embeddings = False
     cfg.validate()
 
-    from t5x_lite.loading import abstract_params, flatten_params, some_names   # lazy: keeps `convert --help` fast
+    # lazy: keeps `t5x-lite convert --help` fast (no JAX)
+    from t5x_lite.loading import abstract_params, flatten_params, some_names
     expected = flatten_params(abstract_params(cfg))
     flat: dict = {}
 
@@ -287,10 +289,10 @@ def hf_to_t5x_params(tensors: dict, hf_config: dict):
 
 def t5x_to_hf_tensors(params: dict, cfg) -> dict:
     """HF T5ForConditionalGeneration tensors {name: np.ndarray} of a t5x_lite encoder-decoder param tree."""
-    from t5x_lite.loading import flatten_params, some_names   # lazy: keeps `convert --help` fast
+    from t5x_lite.loading import flatten_params, some_names   # lazy: keeps `t5x-lite convert --help` fast
     model_config_to_hf(cfg)   # raises for models HF cannot represent
     if cfg.scan_layers:
-        from t5x_lite.models import unscan_params
+        from t5x_lite.models import unscan_params   # lazy: keeps `t5x-lite convert --help` fast (no JAX)
         params = unscan_params(params)
     flat = flatten_params(params)
     out = {"shared.weight": np.ascontiguousarray(np.asarray(flat.pop(("token_embedder", "embedding"))))}
@@ -359,15 +361,14 @@ def read_hf_dir(hf_dir: str) -> tuple[dict, dict]:
 def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwrite: bool = False,
               scan_layers: bool = False) -> str:
     """Convert a save_pretrained directory to a params-only step-0 checkpoint. Returns the step dir."""
-    from t5x_lite.checkpoints import save_params_checkpoint
+    from t5x_lite.checkpoints import save_params_checkpoint   # lazy: keeps `t5x-lite convert --help` fast (no JAX)
     hf_config, tensors = read_hf_dir(hf_dir)
     params, cfg = hf_to_t5x_params(tensors, hf_config)
     if scan_layers:   # the layout a scan_layers=True training run restores as init_checkpoint
-        from t5x_lite.models import scan_params
+        from t5x_lite.models import scan_params   # lazy: keeps `t5x-lite convert --help` fast (no JAX)
         params, cfg.scan_layers = scan_params(params), True
     fingerprint = None
     if vocabulary is not None:
-        from t5x_lite.data import get_vocabulary, vocabulary_fingerprint
         vocab = get_vocabulary(vocabulary)
         fingerprint = vocabulary_fingerprint(vocab)
         if vocab.vocab_size > cfg.vocab_size:
@@ -387,7 +388,7 @@ def t5x_to_hf(ckpt_dir: str, hf_dir: str, step: int | None = None, overwrite: bo
     import safetensors.numpy
     from flax import nnx
 
-    from t5x_lite.loading import load_model, open_checkpoint   # lazy: keeps `convert --help` fast
+    from t5x_lite.loading import load_model, open_checkpoint   # lazy: keeps `t5x-lite convert --help` fast
     ck = open_checkpoint(ckpt_dir, step)
     hf_config = model_config_to_hf(ck.model_config)    # refuses what HF cannot represent, before reading params
     loaded = load_model(ck.directory, ck.step, read_vocabulary=False)

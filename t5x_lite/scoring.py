@@ -36,6 +36,7 @@ import sys
 
 import numpy as np
 
+from t5x_lite.data.sources import iter_jsonl
 from t5x_lite.data.vocabularies import EOS_ID
 from t5x_lite.errors import ArgParser, UserError, import_modules
 
@@ -56,7 +57,7 @@ class Scorer:
         import jax
         import jax.numpy as jnp
         from flax import nnx
-        from t5x_lite.models import model_logits
+        from t5x_lite.models import model_logits   # lazy: keeps `t5x-lite score --help` fast (no JAX)
         if cfg.architecture not in ("encoder_decoder", "decoder_only"):
             raise UserError(f"score supports encoder_decoder and decoder_only models; this checkpoint is "
                             f"{cfg.architecture}")
@@ -145,7 +146,6 @@ def _ids(value, name: str, vocab, where: str) -> tuple[list[int], bool]:
 
 
 def read_examples(path: str, scorer: Scorer, vocab) -> list[tuple[dict, list[int], list[int], bool]]:
-    from t5x_lite.data.sources import iter_jsonl
     examples = []
     for n, obj in iter_jsonl(path):
         where = f"{path} line {n}"

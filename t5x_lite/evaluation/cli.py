@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from t5x_lite.data.sources import iter_jsonl
 from t5x_lite.data.vocabularies import EOS_ID
 from t5x_lite.errors import ArgParser, UserError, import_modules
 
@@ -75,10 +76,8 @@ def eval_main(argv: list[str]) -> int:
         raise UserError("--num-shots must be >= 0")
     import_modules(args.module)
 
-    # lazy: keeps `t5x-lite eval --help` fast (no JAX import)
-    from t5x_lite import loading, partitioning
-    from t5x_lite.evaluation import evaluator as ev
-    from t5x_lite.evaluation import fewshot
+    from t5x_lite import loading, partitioning   # lazy: keeps `t5x-lite eval --help` fast (no JAX)
+    from t5x_lite.evaluation import evaluator as ev, fewshot   # lazy: keeps `t5x-lite eval --help` fast (no JAX)
     settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
                                  max_decode_length=args.max_decode_length, batch_size=args.batch_size,
                                  finish_rule=args.beam_rule).validate()
@@ -125,7 +124,6 @@ def eval_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------------------------
 
 def _read_jsonl(path: str) -> list[dict]:
-    from t5x_lite.data.sources import iter_jsonl
     rows = []
     for n, row in iter_jsonl(path):
         if not isinstance(row, dict) or "inputs" not in row:
@@ -184,9 +182,8 @@ def infer_main(argv: list[str]) -> int:
     import_modules(args.module)
     rows = _read_jsonl(args.input)
 
-    # lazy: keeps `t5x-lite infer --help` fast (no JAX import)
-    from t5x_lite import loading, partitioning
-    from t5x_lite.evaluation import evaluator as ev
+    from t5x_lite import loading, partitioning   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
+    from t5x_lite.evaluation import evaluator as ev   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
     loaded = loading.load_model(args.checkpoint, args.step, vocabulary=args.vocabulary)
     cfg, vocab = loaded.model_config, loaded.vocabulary
     add_eos = args.add_eos == "yes" or (args.add_eos == "auto" and cfg.architecture == "encoder_decoder")
