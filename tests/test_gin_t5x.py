@@ -167,6 +167,7 @@ def test_a_gin_file_equals_its_configs_counterpart(name):
     ("MODEL = @models.EncoderDecoderModel()", "MODEL"),
     ("network.T5Config.emb_dim = %EMB", "%EMB"),
     ("model.d_modle = 5", "model.d_modle"),
+    ("include 't5x/configs/runs/finetune.gin'", "runs/finetune.gin"),
 ])
 def test_a_key_with_no_counterpart_is_one_line_naming_it(binding, named):
     with pytest.raises(UserError) as e:
