@@ -1,7 +1,7 @@
 """Train-step benchmark: step time, tokens/s and MFU of a config's model.
 
-    python tools/bench_train.py --config t5_1_1_small --batch 8 --inputs 512 --targets 114 --steps 5
-    python tools/bench_train.py --config t5_1_1_small --batch 8 --vs-hf     # + Hugging Face PyTorch T5
+    python tools/bench_train.py --config configs/t5_1_1.py:small --batch 8 --inputs 512 --targets 114 --steps 5
+    python tools/bench_train.py --config configs/t5_1_1.py:small --batch 8 --vs-hf     # + Hugging Face PyTorch T5
 
 The batch is synthetic (random tokens at full length, no packing), so the figure
 is the model + optimizer step alone.  --vs-hf times transformers'
@@ -159,7 +159,7 @@ def bench_hf(model_cfg, optimizer: str, batch, inputs, targets, steps, warmup, b
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="t5_1_1_small", help="configs/NAME.py, or a path")
+    p.add_argument("--config", default="configs/t5_1_1.py:small", help="configs/NAME.py, or a path")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--inputs", type=int, default=512)
     p.add_argument("--targets", type=int, default=114)

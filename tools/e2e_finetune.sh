@@ -7,7 +7,7 @@
 #        local_translate_en_de   (SacreBLEU intl/exp)
 #        local_wordnet_lexname   (accuracy)
 #        local_summarize_debian  (ROUGE-2-F)
-#      with configs/finetune_*.py for FT_STEPS steps each;
+#      with configs/finetune.py:TASK for FT_STEPS steps each;
 #   3. `t5x-lite eval` (greedy) on the first MAX_EXAMPLES validation examples of each task;
 #   4. print the metrics and a few predictions (summary also in $OUT/summary.json).
 #
@@ -32,7 +32,7 @@ t5x-lite train --workdir "$PRETRAIN_DIR" --config.train.num_steps="$PRETRAIN_STE
 
 for task in local_translate_en_de local_wordnet_lexname local_summarize_debian; do
     echo "[$(stamp)] 2/3 fine-tune $task: $FT_STEPS steps, constant LR $FT_LR"
-    t5x-lite train --config "$HERE/configs/finetune_$task.py" --workdir "$OUT/ft_$task" \
+    t5x-lite train --config "$HERE/configs/finetune.py:$task" --workdir "$OUT/ft_$task" \
         --config.init_checkpoint="$PRETRAIN_DIR/checkpoints" \
         --config.train.num_steps="$FT_STEPS" --config.train.checkpoint_every="$FT_STEPS" \
         --config.train.eval_every="$FT_STEPS" --config.optimizer.learning_rate="$FT_LR" \
