@@ -191,13 +191,14 @@ def _evaluate(step, params, eval_step, data, config, bundle, evaluators, mesh) -
     denom = max(float(sums["weight_sum"]), 1.0)
     out = {"eval/loss": float(sums["loss_sum"]) / denom, "eval/accuracy": float(sums["correct_sum"]) / denom}
     keys = set()
-    if evaluators:
-        model = bundle.merge(params)
-        for ev in evaluators:
-            for k, v in (ev(step, model) or {}).items():
-                key = k if k.startswith("eval/") else f"eval/{k}"
-                out[key] = float(v)
-                keys.add(key)
+    model = bundle.merge(params)
+    for ev in evaluators:
+        with partitioning.activate(mesh):  # decode on the training mesh, under the same rules
+            results = ev(step, model) or {}
+        for k, v in results.items():
+            key = k if k.startswith("eval/") else f"eval/{k}"
+            out[key] = float(v)
+            keys.add(key)
     return out, keys
 
 
