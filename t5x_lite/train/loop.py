@@ -48,10 +48,12 @@ Evaluator = Callable[[int, Any], dict]
 
 
 def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None,
-          show_progress: bool = True) -> int:
+          show_progress: bool = True, progress=None) -> int:
     """Train `config` in `workdir`, resuming from its latest checkpoint.  Returns an exit code.
 
-    `evaluators` (callables (step, model) -> {name: value}) default to config.evaluation.tasks."""
+    `evaluators` (callables (step, model) -> {name: value}) default to config.evaluation.tasks.
+    `progress`: a tqdm bar to advance one unit per step instead of this run's own bar (a study's
+    one bar over all its runs)."""
     model_cfg, resolved = config_lib.resolve(config)
     tc = config.train
     num_steps, log_every, eval_every = int(tc.num_steps), int(tc.log_every), int(tc.eval_every)
@@ -110,7 +112,7 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
             evaluators = make_train_evaluators(config)
 
         log = metrics_lib.TrainLogger(workdir, model_cfg, config.data, num_steps, start, log_every,
-                                      show_progress=show_progress)
+                                      show_progress=show_progress, progress=progress)
         best = metrics_lib.BestTracker(workdir, resolved)
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
         _log(f"model {model_cfg.architecture} {n_params / 1e6:.2f}M params; mesh {dict(mesh.shape)} on "

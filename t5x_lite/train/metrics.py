@@ -134,15 +134,15 @@ class TrainLogger:
     MFU) and returns None, or (step, loss, grad_norm) of the first non-finite step."""
 
     def __init__(self, workdir: str, model_cfg, data_cfg, num_steps: int, start: int, log_every: int,
-                 show_progress: bool = True):
+                 show_progress: bool = True, progress=None):
         self.writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
         self.num_steps, self.log_every, self.dtype = num_steps, log_every, model_cfg.dtype
         lengths = dict(data_cfg.feature_lengths)
         self.tokens_per_step = int(data_cfg.batch_size) * sum(int(v) for v in lengths.values())
         self.flops = model_flops_per_step(model_cfg, int(data_cfg.batch_size), lengths)
         self.pending: list[tuple[int, Any]] = []
-        self.progress = None
-        if show_progress and jax.process_index() == 0:
+        self.progress, self._own_bar = progress, progress is None
+        if progress is None and show_progress and jax.process_index() == 0:
             self.progress = tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                                  mininterval=1.0, file=sys.stderr)
         self.restart_clock()
@@ -185,7 +185,7 @@ class TrainLogger:
         return None
 
     def close(self) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self._own_bar:
             self.progress.close()
         self.writer.close()
 
