@@ -4,15 +4,30 @@ On the shipped corpus (vocabulary "builtin"): builtin_span_corruption (T5 defaul
 builtin_prefix_lm, builtin_lm, builtin_bert_style, builtin_mass_style, builtin_drop_tokens,
 builtin_deshuffle, builtin_mlm (encoder-only), plus the Table 6/7 variants builtin_iid_denoising_{10,25,50}
 and builtin_span_corruption_len{2,5,10}.
+One downstream task on the same corpus, so fine-tuning runs where no downloaded or locally built
+dataset exists (the smoke-scale studies, CI): builtin_wordnet_pos, a WordNet gloss -> its part of speech
+(noun / verb / adjective / adverb), accuracy.
 T5's own names for TFDS C4 (c4/en:2.2.0, field "text", vocabulary "builtin"):
 c4_v220_span_corruption, c4_v220_iid_denoising, c4_v220_prefix_lm, c4_v220_full_lm.
 """
 
 from __future__ import annotations
 
-from t5x_lite.data.sources import BuiltinSource, TfdsSource
+import re
+
+import numpy as np
+
+from t5x_lite.data.sources import BuiltinSource, DataSource, TfdsSource
 from t5x_lite.data.tasks import TaskRegistry, pretraining_task
 from t5x_lite.data.vocabularies import get_vocabulary
+from t5x_lite.tasks import metrics as M
+from t5x_lite.tasks import postprocessors as P
+from t5x_lite.tasks.downstream import text_task
+
+# The shipped WordNet documents read `lemma, lemma2 (noun): gloss; "example"`; these four parts of
+# speech are every value that occurs (satellite adjectives are written "adjective").
+WORDNET_POS = ("noun", "verb", "adjective", "adverb")
+_WORDNET_DOC = re.compile(r"^.*? \((noun|verb|adjective|adverb)\): (.+)$", re.S)
 
 _BUILTIN_DESCRIPTIONS = {
     "span_corruption": "T5 span corruption (15%, mean span 3; inputs 512 <- 568 raw tokens, targets 114)",
@@ -25,6 +40,50 @@ _BUILTIN_DESCRIPTIONS = {
     "deshuffle": "deshuffling: inputs = shuffled tokens, target = original (Table 4)",
     "bert_mlm": "BERT MLM for the encoder-only model (80% mask / 10% random / 10% keep on 15%)",
 }
+
+
+def wordnet_pos_text(ex, ctx):
+    """`lemma (pos): gloss` -> {"inputs": "wordnet pos: gloss", "targets": pos}; every other document
+    (Shakespeare) -> None, i.e. filtered out."""
+    text = ex["text"].decode("utf-8") if isinstance(ex["text"], bytes) else str(ex["text"])
+    m = _WORDNET_DOC.match(text)
+    if m is None:
+        return None
+    return {"inputs": "wordnet pos: " + m.group(2), "targets": m.group(1)}
+
+
+class PermutedSource(DataSource):
+    """Another source's splits in one fixed pseudo-random order.  The shipped corpus is in WordNet
+    order (all nouns first), and an evaluator reads the first N examples of a split: permuted, those
+    are a representative sample.  The splits themselves (which documents) are unchanged."""
+
+    def __init__(self, base: DataSource, seed: int = 0):
+        super().__init__()
+        self.base, self.seed = base, seed
+        self.description = f"{base.description}, in a fixed shuffled order (seed {seed})"
+
+    @property
+    def splits(self):
+        return self.base.splits
+
+    def _load(self, split):
+        rows = self.base.get(split)
+        order = np.random.default_rng(self.seed).permutation(len(rows))
+        return _Reordered(rows, order)
+
+    def __repr__(self):
+        return f"PermutedSource({self.base!r}, seed={self.seed})"
+
+
+class _Reordered:
+    def __init__(self, rows, order):
+        self.rows, self.order = rows, order
+
+    def __len__(self):
+        return len(self.order)
+
+    def __getitem__(self, i):
+        return self.rows[int(self.order[i])]
 
 
 def _register_builtin() -> None:
@@ -46,6 +105,11 @@ def _register_builtin() -> None:
         TaskRegistry.add(pretraining_task(f"builtin_span_corruption_len{span}", source, "span_corruption", vocab,
                                           description=f"span corruption, mean span length {span} (Table 7); {corpus}",
                                           mean_noise_span_length=float(span)))
+    TaskRegistry.add(text_task(
+        "builtin_wordnet_pos", PermutedSource(source), wordnet_pos_text, [M.accuracy],
+        P.make_label_postprocessor(WORDNET_POS), vocabulary=vocab,
+        description="WordNet gloss -> part of speech (noun/verb/adjective/adverb; 70% nouns); accuracy; "
+                    "the shipped corpus's WordNet documents, its train/validation split, Shakespeare left out"))
     c4 = TfdsSource("c4/en:2.2.0", splits=("train", "validation"))
     for objective, name in (("span_corruption", "c4_v220_span_corruption"), ("iid_denoising", "c4_v220_iid_denoising"),
                             ("prefix_lm", "c4_v220_prefix_lm"), ("full_lm", "c4_v220_full_lm")):
