@@ -115,3 +115,21 @@ def test_task_from_spec_on_own_files(tmp_path):
     finally:
         TaskRegistry.remove(text_spec)
         TaskRegistry.remove(jsonl_spec)
+
+
+def test_subset_source_is_a_fixed_random_subset():
+    from t5x_lite.data.sources import InMemorySource, SubsetSource
+    from t5x_lite.errors import UserError
+
+    base = InMemorySource({"train": [{"text": str(i)} for i in range(100)],
+                           "validation": [{"text": "v"}] * 7})
+    a = SubsetSource(base, {"train": 10}, seed=3).get("train")
+    b = SubsetSource(base, {"train": 10}, seed=3).get("train")
+    c = SubsetSource(base, {"train": 10}, seed=4).get("train")
+    ids = [int(r["text"]) for r in a]
+    assert len(a) == 10 and a == b and a != c
+    assert ids == sorted(set(ids)) and ids != list(range(10))   # a sorted random draw, not the head
+    assert len(SubsetSource(base, {"train": 10}).get("validation")) == 7   # other splits untouched
+    assert len(SubsetSource(base, {"train": 1000}).get("train")) == 100
+    with pytest.raises(UserError):
+        SubsetSource(base, {"train": 0})

@@ -20,6 +20,8 @@ import lzma
 import os
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from t5x_lite.errors import UserError
 
 
@@ -263,6 +265,36 @@ class HashSplitSource(DataSource):
 
     def __repr__(self):
         return f"HashSplitSource({self.base!r})"
+
+
+class SubsetSource(DataSource):
+    """A fixed random subset of some splits of another source: `sizes` maps split -> number of
+    examples (low-resource fine-tuning).  The subset depends only on `seed` and the base split's
+    length, so every run (and every cell of a study) sees the same examples."""
+
+    def __init__(self, base: DataSource, sizes: Mapping[str, int], seed: int = 0):
+        super().__init__()
+        self.base, self.sizes, self.seed = base, dict(sizes), int(seed)
+        for split, n in self.sizes.items():
+            if int(n) <= 0:
+                raise UserError(f"subset size for split {split!r} must be positive, got {n}")
+        caps = ", ".join(f"{k}: {v}" for k, v in sorted(self.sizes.items()))
+        self.description = f"{base.description} (random subset {caps}, seed {self.seed})"
+
+    @property
+    def splits(self):
+        return self.base.splits
+
+    def _load(self, split):
+        rows = self.base.get(split)
+        n = self.sizes.get(split)
+        if n is None or n >= len(rows):
+            return rows
+        keep = np.sort(np.random.default_rng(self.seed).permutation(len(rows))[:int(n)])
+        return [rows[int(i)] for i in keep]
+
+    def __repr__(self):
+        return f"SubsetSource({self.base!r}, {self.sizes})"
 
 
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin")

@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from t5x_lite.data import preprocessors as pp
 from t5x_lite.data.preprocessors import ConcatAndSplit, Feature
-from t5x_lite.data.sources import DataSource, HashSplitSource, JsonlSource, TextLineSource, TfdsSource
+from t5x_lite.data.sources import (DataSource, HashSplitSource, JsonlSource, SubsetSource, TextLineSource,
+                                   TfdsSource)
 from t5x_lite.data.streams import ExampleStream
 from t5x_lite.data.vocabularies import get_vocabulary
 from t5x_lite.errors import UserError
@@ -51,6 +52,11 @@ class Task:
     @property
     def vocabulary(self):
         return self.output_features["targets"].vocabulary
+
+    def with_max_examples(self, name: str, sizes: Mapping[str, int], seed: int = 0) -> "Task":
+        """The same task, named `name`, on a fixed random subset of some splits (SubsetSource)."""
+        return Task(name, SubsetSource(self.source, sizes, seed), self.preprocessors, self.output_features,
+                    self.metric_fns, self.postprocess_fn, self.description)
 
     def with_data_dir(self, data_dir: str | None) -> "Task":
         """The same task reading its TFDS source from data_dir (other sources are returned unchanged)."""
