@@ -52,6 +52,7 @@ def _reference_greedy(model, prompt):
                                 dict(architecture="decoder_only", decoder_mask="causal"),
                                 dict(architecture="decoder_only", decoder_mask="prefix")],
                          ids=["encdec", "lm", "prefix_lm"])
+@pytest.mark.slow
 def test_cached_greedy_equals_full_forward(kw):
     model = _model(**kw)
     prompt = decoding.make_prompt(model.config.architecture, PROMPTS)

@@ -9,7 +9,6 @@ whose target IS the model's own greedy output, so its exact-match accuracy must 
 import json
 import os
 
-import numpy as np
 import pytest
 
 from t5x_lite import decoding
@@ -69,6 +68,7 @@ def _run(argv, capsys):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_eval_writes_predictions_and_metrics(setup, capsys):
     root, ckpt, model, vocab, task, own = setup
     out_dir = str(root / "eval")
@@ -92,6 +92,7 @@ def test_eval_writes_predictions_and_metrics(setup, capsys):
     assert "sequence_accuracy=20.00" in out
 
 
+@pytest.mark.slow
 def test_eval_beam_and_max_examples(setup, capsys):
     root, ckpt, model, vocab, task, _ = setup
     out_dir = str(root / "eval_beam")
@@ -105,6 +106,7 @@ def test_eval_beam_and_max_examples(setup, capsys):
     assert [json.loads(l)["prediction"] for l in lines] == [vocab.decode(r.tolist()) for r in direct]
 
 
+@pytest.mark.slow
 def test_infer_text_ids_and_sampling(setup, capsys, tmp_path):
     root, ckpt, model, vocab, task, _ = setup
     src = tmp_path / "in.jsonl"
@@ -169,6 +171,7 @@ def test_train_evaluators_match_eval(setup):
     assert set(got) == {f"{task.name}/sequence_accuracy", f"{task.name}/bleu"}
 
 
+@pytest.mark.slow
 def test_decoder_only_lm_format_and_fewshot(tmp_path, capsys):
     ckpt = str(tmp_path / "lm")
     model = _save(ckpt, "decoder_only", decoder_mask="prefix")

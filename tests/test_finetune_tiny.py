@@ -46,6 +46,7 @@ def test_finetune_configs_follow_the_paper(task):
         assert c.data.task == "local_translate_en_de_lm_format" and c.model.decoder_mask == "prefix"
 
 
+@pytest.mark.slow
 def test_finetune_from_init_checkpoint_then_eval(tmp_path, capsys):
     import ml_collections
     from flax import nnx

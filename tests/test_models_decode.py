@@ -24,6 +24,7 @@ def _shift_right(t):
     return np.concatenate([np.zeros((t.shape[0], 1), np.int32), t[:, :-1]], axis=1)
 
 
+@pytest.mark.slow
 def test_encoder_decoder_cache_matches_full_forward(jitted):
     init, step = jitted
     cfg = ModelConfig(architecture="encoder_decoder", **TINY)
@@ -45,6 +46,7 @@ def test_encoder_decoder_cache_matches_full_forward(jitted):
 
 
 @pytest.mark.parametrize("mask,scan", [("causal", False), ("prefix", True)])
+@pytest.mark.slow
 def test_decoder_only_cache_matches_full_forward(jitted, mask, scan):
     init, step = jitted
     cfg = ModelConfig(architecture="decoder_only", decoder_mask=mask, scan_layers=scan, **TINY)

@@ -75,6 +75,7 @@ def _hf_to_ours(w: dict, cfg: ModelConfig) -> dict:
 
 
 @pytest.mark.parametrize("name", ["hf_t5_1_0", "hf_t5_1_1"])
+@pytest.mark.slow
 def test_logits_and_cached_decoding_match_hf(name):
     from safetensors.numpy import load_file
     d = os.path.join(FIX, name)

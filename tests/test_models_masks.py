@@ -29,6 +29,7 @@ def _pack(rows, length):
 
 
 @pytest.mark.parametrize("position_embedding", ["relative", "learned"])
+@pytest.mark.slow
 def test_packed_encoder_decoder_equals_separate(position_embedding):
     cfg = ModelConfig(architecture="encoder_decoder", position_embedding=position_embedding, **TINY)
     model = build_model(cfg, nnx.Rngs(0))
@@ -61,6 +62,7 @@ def _assert_packed_equals_separate(model, stack, rows, length):
 
 
 @pytest.mark.parametrize("position_embedding", ["relative", "sinusoidal"])
+@pytest.mark.slow
 def test_packed_decoder_only_equals_separate(position_embedding):
     cfg = ModelConfig(architecture="decoder_only", position_embedding=position_embedding, **TINY)
     model = build_model(cfg, nnx.Rngs(1))
@@ -102,6 +104,7 @@ def test_prefix_mask_visibility():
     assert np.all(c_tgt[:7] == 0)
 
 
+@pytest.mark.slow
 def test_dropout_uses_explicit_key():
     cfg = ModelConfig(architecture="decoder_only", dropout_rate=0.3, **TINY)
     model = build_model(cfg, nnx.Rngs(4))
@@ -141,6 +144,7 @@ def test_classification_head_pools_first_example_only():
     np.testing.assert_allclose(packed, alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_close_to_float32():
     """dtype=bfloat16 computes in bf16 (params stay float32) and returns float32
     logits close to the float32 model's; learned positions reject long inputs."""

@@ -11,6 +11,8 @@ from flax import nnx
 
 from t5x_lite.models import ModelConfig, build_model, model_logits, scan_params, unscan_params
 
+pytestmark = pytest.mark.slow  # end-to-end / multi-device: the whole-suite tier
+
 TINY = dict(vocab_size=61, d_model=32, num_heads=4, d_kv=8, d_ff=48, num_encoder_layers=2, num_decoder_layers=2)
 
 

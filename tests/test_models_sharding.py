@@ -66,6 +66,7 @@ def sharded(mesh):
     return model, _single_device_copy(CFG, model)
 
 
+@pytest.mark.slow
 def test_sharded_init_and_forward(mesh, sharded):
     model, single = sharded
     rng = np.random.RandomState(0)
@@ -103,6 +104,7 @@ def test_scanned_params_get_a_replicated_layers_axis(mesh):
         assert _spec(arr) == spec
 
 
+@pytest.mark.slow
 def test_sharded_decoding_matches_single_device(mesh, sharded):
     model, single = sharded
     enc = np.array([[5, 6, 7, 8, 9], [8, 9, 0, 0, 0], [3, 0, 0, 0, 0], [4, 4, 4, 4, 0]], np.int32)

@@ -89,6 +89,7 @@ def test_data_inspect_shows_the_user_task(user):
     assert "user_copy" in _one_error_line(run("data", "inspect", "--task", "user_copy"), "t5x-lite data: error:")
 
 
+@pytest.mark.slow
 def test_eval_infer_score_with_the_user_task(user, trained, tmp_path):
     root, run, imported_by = user
     out = tmp_path / "eval"

@@ -11,6 +11,8 @@ from t5x_lite.errors import UserError
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.train import optimizers, step as step_lib
 
+pytestmark = pytest.mark.slow  # end-to-end / multi-device: the whole-suite tier
+
 MODEL = ModelConfig(vocab_size=256, d_model=128, num_heads=2, d_kv=16, d_ff=256, num_encoder_layers=1,
                     num_decoder_layers=1)
 

@@ -122,6 +122,7 @@ def _manual_lm_scores(model, cfg, inputs, targets):
     return lp[pos, seq[0, pos]]
 
 
+@pytest.mark.slow
 def test_decoder_only_scores_equal_manual_model_logits(lm_ckpts, tmp_path, capsys):
     from t5x_lite.data import get_vocabulary
     vocab = get_vocabulary("byte")

@@ -105,6 +105,7 @@ def test_compiled_step_keeps_params_sharded_as_the_rules_say(train_step):
     assert re.search(r"\ball-gather(-start)?\(", hlo) and re.search(r"\ball-reduce(-start)?\(", hlo)
 
 
+@pytest.mark.slow
 def test_decoding_one_prompt_inside_the_context_matches_one_device(mesh):
     model = build_model(CFG, nnx.Rngs(0))
     prompt = decoding.make_prompt("encoder_decoder", [[5, 6, 7, 8, 1]])

@@ -107,6 +107,7 @@ def test_help_is_short_and_exits_0():
     assert proc.returncode == 0 and "--workdir" in proc.stdout and len(proc.stdout.splitlines()) < 60
 
 
+@pytest.mark.slow
 def test_default_command_trains_and_writes_metrics_and_tensorboard(tmp_path):
     wd = tmp_path / "run"
     proc = _cli(["--workdir", str(wd), "--config.train.num_steps=4", "--config.train.log_every=1",

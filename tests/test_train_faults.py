@@ -1,6 +1,7 @@
 """Faults: SIGTERM (preemption) saves and exits 0; a NaN/Inf loss stops the run with one
 clear line and a non-zero exit, leaving the last good checkpoint intact."""
 
+import pytest
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ import numpy as np
 from t5x_lite import checkpoints
 
 from train_helpers import REPO, TINY_MODEL, jax_cache_env
+
+pytestmark = pytest.mark.slow  # end-to-end / multi-device: the whole-suite tier
 TINY = [*TINY_MODEL, "--config.model.dropout_rate=0.1",
         "--config.data.batch_size=4", "--config.train.eval_every=0", "--config.train.log_every=1"]
 

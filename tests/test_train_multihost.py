@@ -1,6 +1,7 @@
 """Two processes on localhost (jax.distributed, 2 CPU devices each -> a 4-device mesh) train,
 checkpoint into one shared workdir, and resume."""
 
+import pytest
 import json
 import os
 import socket
@@ -10,6 +11,8 @@ import sys
 from t5x_lite import checkpoints
 
 from train_helpers import REPO, TINY_MODEL, jax_cache_env
+
+pytestmark = pytest.mark.slow  # end-to-end / multi-device: the whole-suite tier
 TINY = [*TINY_MODEL,
         "--config.data.batch_size=8", "--config.train.eval_every=0", "--config.train.log_every=1",
         "--config.train.checkpoint_every=2", "--config.mesh.data=2", "--config.mesh.fsdp=2"]

@@ -2,6 +2,7 @@
 of an (async) checkpoint save, then restarted with the same command, reproduces an
 uninterrupted run bit for bit: per-step losses and final params."""
 
+import pytest
 import glob
 import json
 import os
@@ -15,6 +16,8 @@ import numpy as np
 from t5x_lite import checkpoints
 
 from train_helpers import REPO, TINY_MODEL, jax_cache_env
+
+pytestmark = pytest.mark.slow  # end-to-end / multi-device: the whole-suite tier
 TINY = [*TINY_MODEL,
         "--config.model.dropout_rate=0.1",  # dropout on: its keys must replay too
         "--config.data.batch_size=4", "--config.train.eval_every=0", "--config.train.log_every=1",

@@ -32,7 +32,6 @@ sharding constraints (batch over data/fsdp where it divides, heads over tensor).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from t5x_lite.errors import UserError

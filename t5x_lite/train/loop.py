@@ -248,7 +248,7 @@ class _Preemption:
             return self.requested
         if step % log_every:
             return False
-            flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
+        flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
         return bool(np.any(flags))
 
     def __exit__(self, *exc):
