@@ -42,7 +42,12 @@ def test_report(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     ([], "the following arguments are required"),
     (["report"], "required: DIR"),
-    (["run", "t5_table2"], "invalid choice: 'run'"),
+    (["run", "t5_table2"], "required: --scale, --workdir"),
+    (["run", "t5_table3", "--scale", "smoke", "--workdir", "/nonexistent"], "invalid choice: 't5_table3'"),
+    (["run", "t5_table2", "--scale", "tpu", "--workdir", "/nonexistent"], "invalid choice: 'tpu'"),
+    (["run", "t5_table2", "--scale", "smoke", "--workdir", "/nonexistent", "--cells", "prefix_lm-lm-s1"],
+     "has no cell 'prefix_lm-lm-s1'; its cells: encoder_decoder-denoising-s0, "),
+    (["run", "t5_table2", "--scale", "smoke", "--workdir", "/nonexistent", "--seeds", "0"], "at least 1"),
     (["list", "t5_table3"], "invalid choice: 't5_table3'"),
     (["list", "--seeds", "0"], "at least 1"),
 ])
