@@ -1,7 +1,8 @@
 """Scales: presets of the one study code path (t5x_lite/study/runner.py); only the numbers differ.
 
     smoke   seconds; the tests and CI (the shipped corpus and builtin_wordnet_pos only: no dataset needed)
-    cpu     a 2-core machine: the whole of t5_table2 (13 cells) in about 90 minutes (CPU_SCALE below)
+    cpu     a 2-core machine; the goal is the whole of t5_table2 (13 cells) in 90 minutes.  CPU_SCALE below
+            holds PLACEHOLDER values: at them pretraining was not yet shown to beat no pretraining
     gpu     one H100/H200: T5-small-sized
     paper   a TPU pod or GPU cluster: T5.1.0-base, 2^19 pretraining steps of 128 x 512 tokens, 2^18
             fine-tuning steps, T5's own downstream tasks (TFDS data prepared by the user)
@@ -126,7 +127,7 @@ SMOKE = Scale(
 
 # --------------------------------------------------------------------------------------------------
 # cpu: this 2-core machine.
-# PLACEHOLDER VALUES.  The lead sets the real ones from pilot experiments (issue 9: the baseline must
+# PLACEHOLDER VALUES, not yet chosen; set them from pilot experiments (issue 9: the baseline must
 # beat the no_pretraining control by > 4 baseline std on GLUE, and the 13 cells of t5_table2 must fit
 # in 90 minutes); everything the cpu scale uses is read from this one dict.
 # --------------------------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ CPU_SCALE = dict(
 
 def _cpu(v: dict) -> Scale:
     return Scale(
-        name="cpu", description=f"a 2-core CPU: d_model {v['d_model']}, {v['layers']}+{v['layers']} layers, "
+        name="cpu", description=f"a 2-core CPU (placeholder values, not yet chosen): d_model {v['d_model']}, {v['layers']}+{v['layers']} layers, "
                                 f"{v['pretrain_steps']} pretraining steps of {v['batch_size']}x{v['sequence_length']}, "
                                 f"{v['finetune_steps']} fine-tuning steps per task",
         model=_t5_1_0(v["d_model"], v["num_heads"], v["d_ff"], v["layers"], d_kv=v["d_kv"],
