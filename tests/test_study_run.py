@@ -114,11 +114,12 @@ def test_task_variants_and_scores():
     full = TaskRegistry.get("builtin_wordnet_pos")
     assert capped.source.num_examples("train") == 50
     assert capped.source.num_examples("validation") == full.source.num_examples("validation")
-    again = S.CappedSource(full.source, 50).get("train")
+    again = full.with_max_examples("again", {"train": 50}).source.get("train")
     assert [r["text"] for r in again] == [r["text"] for r in capped.source.get("train")]   # the same rows
     mix, names = S.task_variant("glue_v002_proportional", 0, True)
     assert mix == "glue_v002_proportional_lm_format" and names["glue_cola_v002_lm_format"] == "glue_cola_v002"
-    assert S.task_score(scales.FinetuneTask("x", "accuracy", 8, 8), {"a": {"accuracy": 50.0}, "b": {"accuracy": 70.0}}) == 60.0
+    two = {"a": {"accuracy": 50.0}, "b": {"accuracy": 70.0}}
+    assert S.task_score(scales.FinetuneTask("x", "accuracy", 8, 8), two) == 60.0
     assert S.task_score(scales.FinetuneTask("x", "bleu", 8, 8), {}) is None
     glue = {"glue_cola_v002": {"matthews_corrcoef": 40.0}, "glue_mrpc_v002": {"f1": 80.0, "accuracy": 70.0},
             "glue_wnli_v002": {"accuracy": 10.0}}
@@ -201,7 +202,8 @@ def test_runner_bookkeeping(tmp_path, monkeypatch):
     assert results["columns"] == ["GLUE"] and any("pretraining corpus builtin" in n for n in results["notes"])
     with open(os.path.join(work, "results.json")) as f:
         assert json.load(f) == results
-    done = S.read_done(S.Stage(Cell("prefix_lm", "lm"), "pretrain", os.path.join(work, "cells/prefix_lm-lm-s0/pretrain"), 8))
+    pre = os.path.join(work, "cells/prefix_lm-lm-s0/pretrain")
+    done = S.read_done(S.Stage(Cell("prefix_lm", "lm"), "pretrain", pre, 8))
     assert done["task"] == "builtin_prefix_lm" and done["eval/loss"] == 2.0
 
     # again: every stage is done, nothing trains; results.json also lists cells run earlier
@@ -276,7 +278,8 @@ def test_smoke_two_cells_end_to_end(reference):
     for c in results["cells"]:
         assert 0 <= c["metrics"]["GLUE"] <= 100 and c["params"] > 0 and c["wall_s"] > 0
     assert os.path.isdir(os.path.join(work, "cells", BASELINE, "finetune", "builtin_wordnet_pos", "best"))
-    assert "wrote" in out.stdout and "Report: t5_table2 at scale `smoke`" in open(os.path.join(work, "report.md")).read()
+    with open(os.path.join(work, "report.md")) as f:
+        assert "wrote" in out.stdout and "Report: t5_table2 at scale `smoke`" in f.read()
 
 
 def _stage_dirs(work):

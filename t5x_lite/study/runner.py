@@ -211,7 +211,8 @@ def notes(study: Study, scale: Scale) -> list[str]:
            if ft.max_train_examples else "all training examples")
     return [f"scale {scale.name}: {scale.description}",
             f"pretraining corpus {corpus}; every cell {r.pretrain_steps} steps of {r.batch_size} x "
-            f"{r.sequence_length} tokens ({r.pretrain_tokens:,} tokens), optimizer {dict(r.hparams.get('optimizer', {}))}",
+            f"{r.sequence_length} tokens ({r.pretrain_tokens:,} tokens), "
+            f"optimizer {dict(r.hparams.get('optimizer', {}))}",
             f"fine-tuning: each task on its own, {ft.steps} steps of batch {ft.batch_size}, Adafactor at a constant "
             f"{ft.learning_rate}, dropout {ft.dropout_rate}, {cap}; a task's score is its best validation score "
             f"over evaluations every {ft.eval_every} steps on the first {ft.eval_examples} validation examples "

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from t5x_lite import checkpoints
-from t5x_lite.data import DataSource, Mixture, MixtureRegistry, Task, TaskRegistry, get_task_or_mixture
+from t5x_lite.data import Mixture, MixtureRegistry, TaskRegistry, get_task_or_mixture
 from t5x_lite.evaluation.evaluator import lm_format_task
 from t5x_lite.study.report import atomic_write
 from t5x_lite.study.scales import FinetuneTask, Scale
@@ -75,30 +75,6 @@ def cell_stages(workdir: str, plan: CellPlan, scale: Scale) -> list[Stage]:
 # --------------------------------------------------------------------------------------------------
 # Task variants: low-resource (capped training split) and the decoder-only format
 # --------------------------------------------------------------------------------------------------
-class CappedSource(DataSource):
-    """`base` with its train split cut to `cap` rows of a fixed shuffle (seed 0, the same for every
-    cell); the other splits unchanged."""
-
-    def __init__(self, base: DataSource, cap: int):
-        super().__init__()
-        self.base, self.cap = base, int(cap)
-        self.description = f"{base.description}; train: {cap} rows of a fixed shuffle"
-
-    @property
-    def splits(self):
-        return self.base.splits
-
-    def _load(self, split):
-        rows = self.base.get(split)
-        if split != "train" or len(rows) <= self.cap:
-            return rows
-        keep = np.sort(np.random.default_rng(0).permutation(len(rows))[: self.cap])
-        return [rows[int(i)] for i in keep]
-
-    def __repr__(self):
-        return f"CappedSource({self.base!r}, {self.cap})"
-
-
 def task_variant(name: str, cap: int, lm_format: bool) -> tuple[str, dict[str, str]]:
     """(registered name, {evaluated task name: the original task it stands for}) of task or mixture
     `name` with its training split capped (cap > 0) and/or in the decoder-only format."""
@@ -114,9 +90,7 @@ def task_variant(name: str, cap: int, lm_format: bool) -> tuple[str, dict[str, s
     if cap:
         new = f"{name}_train{cap}"
         if new not in TaskRegistry.names():
-            TaskRegistry.add(Task(new, CappedSource(obj.source, cap), obj.preprocessors, obj.output_features,
-                                  obj.metric_fns, obj.postprocess_fn,
-                                  description=f"{obj.description}; train: {cap} examples"))
+            TaskRegistry.add(obj.with_max_examples(new, {"train": cap}))
     if lm_format:
         new = lm_format_task(new)
     return new, {new: name}
