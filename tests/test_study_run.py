@@ -107,6 +107,36 @@ def test_stage_configs_validate(scale_name, tmp_path):
             assert c.seed == cell.seed
 
 
+def test_mixture_finetuning(tmp_path):
+    """Finetune.mixture: one fine-tuning stage per cell on an equal-rate mixture of every task at the
+    longest lengths, every task evaluated, and each column read from its own tasks' scores only."""
+    import dataclasses
+    base_scale = scales.get_scale("cpu")
+    scale = dataclasses.replace(base_scale, finetune=dataclasses.replace(base_scale.finetune, mixture=True,
+                                                                         max_train_examples=100))
+    tasks = scale.finetune.tasks()
+    for cell in (Cell("encoder_decoder", "denoising"), Cell("language_model", "lm")):
+        plan = cell_plan(cell, runner.base_model(scale), scale.recipe)
+        stages = S.cell_stages(str(tmp_path), plan, scale)
+        ft = [s for s in stages if s.name != S.PRETRAIN]
+        assert [s.name for s in ft] == ["finetune/mixture"] and ft[0].directory.endswith("finetune/mixture")
+        c, names = S.finetune_config(plan, scale, ft[0], "PRE")
+        mix = get_task_or_mixture(c.data.task)
+        assert isinstance(mix, Mixture) and {r for _, r in mix.tasks_and_rates} == {1.0}
+        assert sorted(names.values()) == sorted(t.task for t in tasks)          # every task evaluated
+        assert all(n.endswith("_train100" + ("_lm_format" if cell.architecture == "language_model" else ""))
+                   for n in names)
+        assert dict(c.data.feature_lengths) == {"inputs": max(t.inputs_length for t in tasks),
+                                                "targets": max(t.targets_length for t in tasks)}
+        config_lib.validate(c)
+    # Every task's score comes from its own entry: the three BLEU tasks must not be averaged together.
+    done = {"finetune/mixture": {"tasks": {t.task: {t.metric: float(i)} for i, t in enumerate(tasks)}}}
+    scores = {t.task: S.column_task_score(scale, t, done) for t in tasks}
+    assert scores == {t.task: float(i) for i, t in enumerate(tasks)}
+    per_task = {f"finetune/{t.task}": {"tasks": {t.task: {t.metric: float(i)}}} for i, t in enumerate(tasks)}
+    assert {t.task: S.column_task_score(base_scale, t, per_task) for t in tasks} == scores
+
+
 def test_task_variants_and_scores():
     name, names = S.task_variant("builtin_wordnet_pos", 50, True)
     assert name == "builtin_wordnet_pos_train50_lm_format" and names == {name: "builtin_wordnet_pos"}

@@ -189,7 +189,7 @@ def collect_results(study: Study, scale: Scale, base, plans: dict, workdir: str)
         tasks = {t: m for d in done.values() for t, m in d.get("tasks", {}).items()}
         metrics = {}
         for column, fts in scale.finetune.columns.items():
-            scores = [S.task_score(ft, done[f"finetune/{ft.task}"].get("tasks", {})) for ft in fts]
+            scores = [S.column_task_score(scale, ft, done) for ft in fts]
             metrics[column] = float(np.mean(scores)) if scores and None not in scores else None
         b = budget(cell, base, recipe.pretrain_tokens, recipe.sequence_length)
         out.append({"architecture": cell.architecture, "objective": cell.objective, "seed": cell.seed,
@@ -213,7 +213,7 @@ def notes(study: Study, scale: Scale) -> list[str]:
             f"pretraining corpus {corpus}; every cell {r.pretrain_steps} steps of {r.batch_size} x "
             f"{r.sequence_length} tokens ({r.pretrain_tokens:,} tokens), "
             f"optimizer {dict(r.hparams.get('optimizer', {}))}",
-            f"fine-tuning: each task on its own, {ft.steps} steps of batch {ft.batch_size}, Adafactor at a constant "
+            f"fine-tuning: {'one run per cell on an equal-rate mixture of every task (T5 multi-task fine-tuning; the paper fine-tunes each task on its own)' if ft.mixture else 'each task on its own'}, {ft.steps} steps of batch {ft.batch_size}, Adafactor at a constant "
             f"{ft.learning_rate}, dropout {ft.dropout_rate}, {cap}; a task's score is its best validation score "
             f"over evaluations every {ft.eval_every} steps on the first {ft.eval_examples} validation examples "
             "(greedy decoding), the paper's best checkpoint per task; decoder-only cells fine-tune on "

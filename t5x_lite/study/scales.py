@@ -58,10 +58,21 @@ class Finetune:
     dropout_rate: float = 0.1            # the paper's fine-tuning dropout
     checkpoint_every: int = 0            # 0 = eval_every
     eval_batch_size: int = 32
+    mixture: bool = False                # True: one run per cell on an equal-rate mixture of every task
+                                         # (each task still scored at its own best evaluation), not one per task
 
     def tasks(self) -> list[FinetuneTask]:
         """Every task once, in column order."""
         return list({t.task: t for col in self.columns.values() for t in col}.values())
+
+    def runs(self, mixture_name: str) -> list[FinetuneTask]:
+        """The fine-tuning runs of a cell: each task, or (mixture) one run on `mixture_name` at the
+        longest of the tasks' lengths, its metric "" (scores are read per task)."""
+        tasks = self.tasks()
+        if not self.mixture:
+            return tasks
+        return [FinetuneTask(mixture_name, "", max(t.inputs_length for t in tasks),
+                             max(t.targets_length for t in tasks))]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,11 +63,28 @@ def cell_dir(workdir: str, cell: Cell) -> str:
     return os.path.join(workdir, "cells", cell.name)
 
 
+def finetune_mixture(scale: Scale) -> str:
+    """Name of the scale's fine-tuning mixture (registered once): every task at an equal rate, as
+    examples-proportional mixing would let the biggest training set dominate."""
+    name = f"study_{scale.name}_finetune_mixture"
+    if name not in MixtureRegistry.names():
+        MixtureRegistry.add(Mixture(name, [(t.task, 1.0) for t in scale.finetune.tasks()],
+                                    description=f"the {scale.name} study scale's downstream tasks, equal rates"))
+    return name
+
+
+def finetune_stage(scale: Scale, ft: FinetuneTask) -> str:
+    """The stage that scores task `ft`: its own run, or the mixture run."""
+    return "finetune/mixture" if scale.finetune.mixture else f"finetune/{ft.task}"
+
+
 def cell_stages(workdir: str, plan: CellPlan, scale: Scale) -> list[Stage]:
     root = cell_dir(workdir, plan.cell)
     out = [Stage(plan.cell, PRETRAIN, os.path.join(root, PRETRAIN), plan.pretrain_steps)] if plan.pretrain_steps else []
-    for ft in scale.finetune.tasks():
-        out.append(Stage(plan.cell, f"finetune/{ft.task}", os.path.join(root, "finetune", ft.task),
+    runs = scale.finetune.runs(finetune_mixture(scale) if scale.finetune.mixture else "")
+    for ft in runs:
+        leaf = "mixture" if scale.finetune.mixture else ft.task
+        out.append(Stage(plan.cell, f"finetune/{leaf}", os.path.join(root, "finetune", leaf),
                          scale.finetune.steps, ft))
     return out
 
@@ -227,6 +244,14 @@ def task_score(ft: FinetuneTask, tasks: dict[str, dict]) -> float | None:
         return None
     average = M.superglue_average if ft.task.startswith("super_glue") else M.glue_average
     return average(tasks)
+
+
+def column_task_score(scale: Scale, ft: FinetuneTask, done: dict[str, dict]) -> float | None:
+    """Task `ft`'s score from the DONE.json records of its cell ({stage name: record})."""
+    tasks = done[finetune_stage(scale, ft)].get("tasks", {})
+    if scale.finetune.mixture:   # the mixture run scored every task: keep this one's
+        tasks = {name: m for name, m in tasks.items() if name == ft.task}
+    return task_score(ft, tasks)
 
 
 def write_done(stage: Stage, record: dict) -> None:
