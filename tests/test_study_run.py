@@ -75,7 +75,7 @@ def test_paper_and_cpu_values():
             cpu.recipe.pretrain_steps, cpu.finetune.steps) == (v["d_model"], v["layers"], v["sequence_length"],
                                                                 v["batch_size"], v["pretrain_steps"],
                                                                 v["finetune_steps"])
-    assert scales._cpu(dict(v, pretrain_steps=5)).recipe.pretrain_steps == 5
+    assert scales.cpu_scale(pretrain_steps=5).recipe.pretrain_steps == 5
     with pytest.raises(UserError, match="unknown scale"):
         scales.get_scale("tpu")
 

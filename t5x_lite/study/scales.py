@@ -151,6 +151,7 @@ CPU_SCALE = dict(
     finetune_steps=300, finetune_batch_size=16, finetune_learning_rate=0.003,
     finetune_dropout=0.1,
     max_train_examples=0,                                           # > 0: low-resource fine-tuning
+    mixture=False,                                                  # one fine-tuning run per cell on a mixture
     eval_examples=256, eval_every=100, max_decode_length=64, eval_batch_size=64,
     # (inputs, targets) tokens per task (docs/downstream.md: the lengths' 90th percentiles)
     lengths={"local_wordnet_lexname": (64, 16), "local_debian_section": (128, 8),
@@ -161,7 +162,12 @@ CPU_SCALE = dict(
 )
 
 
-def _cpu(v: dict) -> Scale:
+def cpu_scale(**overrides) -> Scale:
+    """The cpu scale, or (overrides: keys of CPU_SCALE) a variant of it, e.g. for the pilots that chose it."""
+    unknown = sorted(set(overrides) - set(CPU_SCALE))
+    if unknown:
+        raise UserError(f"cpu scale has no setting {unknown[0]!r}; its settings: {', '.join(CPU_SCALE)}")
+    v = {**CPU_SCALE, **overrides}
     return Scale(
         name="cpu", description=f"a 2-core CPU (placeholder values, not yet chosen): d_model {v['d_model']}, {v['layers']}+{v['layers']} layers, "
                                 f"{v['pretrain_steps']} pretraining steps of {v['batch_size']}x{v['sequence_length']}, "
@@ -175,7 +181,8 @@ def _cpu(v: dict) -> Scale:
                           batch_size=v["finetune_batch_size"], learning_rate=v["finetune_learning_rate"],
                           eval_examples=v["eval_examples"], eval_every=v["eval_every"],
                           max_decode_length=v["max_decode_length"], max_train_examples=v["max_train_examples"],
-                          dropout_rate=v["finetune_dropout"], eval_batch_size=v["eval_batch_size"]),
+                          dropout_rate=v["finetune_dropout"], eval_batch_size=v["eval_batch_size"],
+                          mixture=v["mixture"]),
         seeds=v["seeds"], notes=(LOCAL_NOTE,))
 
 
@@ -221,7 +228,7 @@ PAPER = Scale(
     notes=("paper scale: T5's tasks read TFDS data the user has prepared (docs/downstream.md); GLUE and "
            "SuperGLUE are fine-tuned as one mixture each and scored as T5's benchmark average",))
 
-SCALES: dict[str, Scale] = {s.name: s for s in (SMOKE, _cpu(CPU_SCALE), GPU, PAPER)}
+SCALES: dict[str, Scale] = {s.name: s for s in (SMOKE, cpu_scale(), GPU, PAPER)}
 
 
 def scale_names() -> list[str]:
