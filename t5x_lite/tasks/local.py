@@ -10,10 +10,14 @@ from the same default (`Task.with_data_dir(dir)` / `--data-dir` for another plac
   local_wordnet_lexname          "lexname gloss: <gloss>" -> "noun.animal"               accuracy, macro F1
   local_qa_wordnet               "question: ... context: ..." -> definition span         EM, F1
                                  (SEMI-SYNTHETIC: real WordNet contexts, templated questions)
+
+The same command builds an English pre-training corpus (builders/local_corpus.py, no WordNet or
+Debian descriptions in it); `local_corpus_spec()` is its task spec, "jsonl:<dir>/corpus-*.jsonl.gz".
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from t5x_lite.data.sources import TfdsSource
@@ -52,6 +56,31 @@ def default_data_dir() -> str:
     `t5x-lite data build-local` writes."""
     return os.environ.get("T5X_LITE_DATA_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "t5x_lite", "local_tfds")
+
+
+LOCAL_CORPUS_VERSION = "1.0.0"
+
+
+def local_corpus_dir(data_dir: str | None = None) -> str:
+    """Where `t5x-lite data build-local --only local_corpus` writes the pre-training corpus."""
+    return os.path.join(data_dir or default_data_dir(), "local_corpus", LOCAL_CORPUS_VERSION)
+
+
+def local_corpus_manifest(data_dir: str | None = None) -> dict | None:
+    """The corpus's manifest.json (sources, licenses, counts), or None when it is not built."""
+    try:
+        with open(os.path.join(local_corpus_dir(data_dir), "manifest.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def local_corpus_spec(data_dir: str | None = None) -> str | None:
+    """The task spec "jsonl:<dir>/corpus-*.jsonl.gz" (for get_task_or_mixture / --task: span corruption
+    on the corpus; append ";objective=prefix_lm" etc.) when the corpus is built, else None."""
+    if local_corpus_manifest(data_dir) is None:
+        return None
+    return "jsonl:" + os.path.join(local_corpus_dir(data_dir), "corpus-*.jsonl.gz")
 
 
 def _source(name: str, data_dir: str | None = None) -> TfdsSource:
