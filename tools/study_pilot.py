@@ -17,6 +17,7 @@ Append a line per run to --log (JSONL) so the experiments that chose the scale a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ast
 import json
 import os
@@ -46,10 +47,15 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CPU_SCALE value")
     p.add_argument("--cells", nargs="+", default=DEFAULT_CELLS)
     p.add_argument("--pretrained-from", default="", help="a pilot workdir whose pretraining stages to reuse")
+    p.add_argument("--columns", nargs="+", default=None, help="fine-tune and score only these columns")
     p.add_argument("--log", default="", help="append a JSON line with the settings and the scores")
     args = p.parse_args(argv)
     overrides = parse_set(args.set)
     scale = scales.cpu_scale(**overrides)
+    if args.columns:
+        ft = scale.finetune
+        scale = dataclasses.replace(scale, finetune=dataclasses.replace(
+            ft, columns={c: t for c, t in ft.columns.items() if c in args.columns}))
     if args.pretrained_from:
         for cell in args.cells:
             src = os.path.join(os.path.abspath(args.pretrained_from), "cells", cell, "pretrain")
@@ -75,7 +81,7 @@ def main(argv=None) -> int:
     if args.log:
         with open(args.log, "a") as f:
             f.write(json.dumps({"workdir": args.workdir, "set": overrides, "cells": rows,
-                                "wall_s": round(wall)}) + "\n")
+                                "columns": args.columns, "wall_s": round(wall)}) + "\n")
     return 0
 
 

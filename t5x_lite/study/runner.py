@@ -33,6 +33,7 @@ from t5x_lite.data import TaskRegistry, get_vocabulary
 from t5x_lite.data.tasks import pretraining_task, task_from_spec
 from t5x_lite.errors import UserError
 from t5x_lite.study import stages as S
+from t5x_lite.tasks.local import local_corpus_manifest, local_corpus_spec
 from t5x_lite.study.report import atomic_write, write_report, write_results
 from t5x_lite.study.scales import Scale, get_scale
 from t5x_lite.study.studies import Study, budget, cell_plan, get_study
@@ -69,14 +70,26 @@ def select_cells(study: Study, names=None) -> list:
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
+def source_spec(source: str) -> str:
+    """A Recipe.source as a task spec: "local" -> the local corpus's "jsonl:..." spec (one line
+    saying how to build it when it is not built); a "text:" / "jsonl:" spec as it is."""
+    if source != "local":
+        return source
+    spec = local_corpus_spec()
+    if spec is None:
+        raise UserError("this scale pretrains on the local corpus, which is not built; run "
+                        "`t5x-lite data build-local --only local_corpus` (about a minute)")
+    return spec
+
+
 def pretraining_task_name(plan, scale: Scale) -> str:
-    """The cell's pretraining task: the registered builtin one, or (recipe.source a "text:GLOB" /
-    "jsonl:GLOB" spec) the cell's objective over those files."""
+    """The cell's pretraining task: the registered builtin one, or (recipe.source "local" or a
+    "text:GLOB" / "jsonl:GLOB" spec) the cell's objective over those files."""
     if plan.source == "builtin":
         return plan.task
     name = f"study_{plan.objective}@{plan.source}"
     if name not in TaskRegistry.names():
-        source = task_from_spec(plan.source).source
+        source = task_from_spec(source_spec(plan.source)).source
         TaskRegistry.add(pretraining_task(name, source, plan.preprocessor, get_vocabulary(scale.vocabulary),
                                           description=f"{plan.objective} on {source.description}",
                                           **dict(plan.preprocessor_kwargs)))
@@ -205,6 +218,12 @@ def notes(study: Study, scale: Scale) -> list[str]:
     r, ft = scale.recipe, scale.finetune
     corpus = ("builtin: the shipped corpus (WordNet 3.0 glosses + Shakespeare, about 4.8M tokens)"
               if r.source == "builtin" else r.source)
+    if r.source == "local":
+        m = local_corpus_manifest() or {}
+        total = m.get("total", {})
+        corpus = (f"local: the local corpus of `t5x-lite data build-local` ({', '.join(m.get('sources', {}))}; "
+                  f"{total.get('bytes', 0) / 1e6:.1f} MB, {total.get('words', 0):,} words; no WordNet or Debian "
+                  "description text, the downstream tasks' inputs)" if m else "local (not built)")
     cols = "; ".join(f"{c} = " + " + ".join(f"{t.task} {t.metric or 'benchmark average'}" for t in ts)
                      for c, ts in ft.columns.items())
     cap = (f"low-resource: {ft.max_train_examples} training examples per task (a fixed shuffle)"

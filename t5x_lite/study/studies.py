@@ -235,7 +235,8 @@ class Recipe:
     sequence_length: int = 512
     batch_size: int = 128
     pretrain_steps: int = 2 ** 19
-    source: str = "builtin"      # "builtin" = the shipped corpus and its registered tasks
+    source: str = "builtin"      # "builtin" = the shipped corpus and its registered tasks; "local" = the
+                                 # local corpus (t5x-lite data build-local); or a "text:GLOB" / "jsonl:GLOB" spec
     hparams: Mapping = dataclasses.field(default_factory=dict)
 
     @property
