@@ -54,9 +54,16 @@ def test_scales(name):
         else:                                                             # T5's benchmark average
             assert isinstance(obj, Mixture) and ft.task.startswith(("glue_", "super_glue_"))
     if name in ("cpu", "gpu"):
-        assert cols == ["GLUE", "CNNDM", "SQuAD", "EnDe", "EnFr", "EnRo"]    # no local SGLUE
         assert [t.task for t in scale.finetune.columns["GLUE"]] == ["local_wordnet_lexname", "local_debian_section"]
         assert any("SGLUE has no local stand-in" in n for n in scale.notes)
+    if name == "gpu":
+        assert cols == ["GLUE", "CNNDM", "SQuAD", "EnDe", "EnFr", "EnRo"]    # no local SGLUE
+    if name == "cpu":   # only the GLUE-like column is fine-tuned at cpu scale, and the notes say so
+        assert cols == ["GLUE"] and scale.recipe.source == "local"
+        assert any("only GLUE fine-tuned and scored" in n for n in scale.notes)
+        every = scales.cpu_scale(columns=("GLUE", "CNNDM", "SQuAD", "EnDe", "EnFr", "EnRo"))
+        assert every.columns == ["GLUE", "CNNDM", "SQuAD", "EnDe", "EnFr", "EnRo"]
+        assert not any("only GLUE" in n for n in every.notes)
     if name == "smoke":
         assert cols == ["GLUE"] and scale.finetune.tasks()[0].task == "builtin_wordnet_pos"
 
@@ -80,17 +87,54 @@ def test_paper_and_cpu_values():
         scales.get_scale("tpu")
 
 
+def fake_local_corpus(monkeypatch, data_dir: str, n: int = 300) -> str:
+    """A tiny local corpus (the builder's own writer) in data_dir, which becomes the default data dir."""
+    from t5x_lite.builders import local_corpus
+    from t5x_lite.tasks.local import local_corpus_dir
+    monkeypatch.setenv("T5X_LITE_DATA_DIR", data_dir)
+    docs = {"fake": [f"document {i} says the cat sat on mat number {i} and then it left." for i in range(n)]}
+    local_corpus.write_corpus(local_corpus_dir(data_dir), docs, {"fake": {"license": "test"}})
+    return data_dir
+
+
+def test_local_source(monkeypatch, tmp_path):
+    """Recipe.source "local": one line naming the build command when the corpus is missing; the
+    corpus's jsonl spec once it is built, and every objective runs over it."""
+    monkeypatch.setenv("T5X_LITE_DATA_DIR", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match="build-local --only local_corpus") as e:
+        runner.source_spec("local")
+    assert "\n" not in str(e.value)
+    assert runner.source_spec("text:/x/*.txt") == "text:/x/*.txt"
+    fake_local_corpus(monkeypatch, str(tmp_path / "data"))
+    spec = runner.source_spec("local")
+    assert spec.startswith("jsonl:") and spec.endswith("corpus-*.jsonl.gz") and str(tmp_path / "data") in spec
+    scale = scales.get_scale("cpu")
+    base = runner.base_model(scale)
+    for cell in (Cell("encoder_decoder", "denoising"), Cell("language_model", "lm"), Cell("prefix_lm", "lm")):
+        plan = cell_plan(cell, base, scale.recipe)
+        name = runner.pretraining_task_name(plan, scale)
+        assert name == f"study_{plan.objective}@local" and plan.task == ""
+        ex = next(iter(TaskRegistry.get(name).source.get("train")))
+        assert "cat sat" in ex["text"]
+    corpus_note = runner.notes(get_study("t5_table2", seeds=1), scale)[1]
+    assert corpus_note.startswith("pretraining corpus local: ") and "(fake;" in corpus_note
+
+
 @pytest.mark.parametrize("scale_name", scales.scale_names())
-def test_stage_configs_validate(scale_name, tmp_path):
+def test_stage_configs_validate(scale_name, tmp_path, monkeypatch):
     """Every stage of every t5_table2 cell is a valid training config with the cell's model and task."""
     scale = scales.get_scale(scale_name)
+    if scale.recipe.source == "local":
+        fake_local_corpus(monkeypatch, str(tmp_path / "data"))
     base = runner.base_model(scale)
     for cell in get_study("t5_table2", seeds=1).cells:
         plan = cell_plan(cell, base, scale.recipe)
         for stage in S.cell_stages(str(tmp_path), plan, scale):
             if stage.name == S.PRETRAIN:
                 c = S.pretrain_config(plan, scale, runner.pretraining_task_name(plan, scale))
-                assert c.data.task == plan.task and c.train.num_steps == scale.recipe.pretrain_steps
+                assert c.data.task == (plan.task if scale.recipe.source == "builtin" else
+                                       f"study_{plan.objective}@{scale.recipe.source}")
+                assert c.train.num_steps == scale.recipe.pretrain_steps
                 assert c.model.architecture == plan.model.architecture and c.init_checkpoint == ""
             else:
                 pre = "PRE" if plan.pretrain_steps else None
@@ -111,7 +155,7 @@ def test_mixture_finetuning(tmp_path):
     """Finetune.mixture: one fine-tuning stage per cell on an equal-rate mixture of every task at the
     longest lengths, every task evaluated, and each column read from its own tasks' scores only."""
     import dataclasses
-    base_scale = scales.get_scale("cpu")
+    base_scale = scales.cpu_scale(columns=("GLUE", "CNNDM", "SQuAD", "EnDe", "EnFr", "EnRo"))
     scale = dataclasses.replace(base_scale, finetune=dataclasses.replace(base_scale.finetune, mixture=True,
                                                                          max_train_examples=100))
     tasks = scale.finetune.tasks()
