@@ -387,7 +387,7 @@ def render_png(s: dict) -> bytes:
     color = {o: f"C{i % 10}" for i, o in enumerate(objectives)}
     ncols = min(4, max(len(cols), 1))
     nrows = math.ceil(len(cols) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.8 * nrows), layout="constrained")
+    fig = Figure(figsize=(max(4.2 * ncols, 6.0), 3.8 * nrows + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
     for i, c in enumerate(cols):
         ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -414,7 +414,8 @@ def render_png(s: dict) -> bytes:
                 for o, lab in objectives.items():
                     ax.bar([0], [0], color=color[o], label=lab, width=0)
             ax.legend(fontsize=7, loc="lower left", framealpha=0.9)
-    fig.suptitle(f"{s['study']} at scale {s['scale']}: bars = our cells (outlined: within 2σ of the column's best)")
+    fig.suptitle(f"{s['study']} at scale {s['scale']}\nbars = our cells (outlined: within 2σ of the column's best)",
+                 fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
