@@ -7,7 +7,7 @@ Each variant needs its own --workdir (a study directory holds one scale); --pret
 reuses DIR's finished pretraining stages (symlinked), so fine-tuning settings can be compared on the
 same pretrained checkpoints without pretraining again.
 
-    python tools/study_pilot.py --workdir /tmp/p1 --set pretrain_steps=400 --set mixture=True
+    python tools/study_pilot.py --workdir /tmp/p1 --set pretrain_steps=400 --set "columns=('GLUE',)"
     python tools/study_pilot.py --workdir /tmp/p2 --pretrained-from /tmp/p1 --set pretrain_steps=400 \\
         --set mixture=True --set finetune_learning_rate=0.001
 
@@ -17,7 +17,6 @@ Append a line per run to --log (JSONL) so the experiments that chose the scale a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ast
 import json
 import os
@@ -47,15 +46,10 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CPU_SCALE value")
     p.add_argument("--cells", nargs="+", default=DEFAULT_CELLS)
     p.add_argument("--pretrained-from", default="", help="a pilot workdir whose pretraining stages to reuse")
-    p.add_argument("--columns", nargs="+", default=None, help="fine-tune and score only these columns")
     p.add_argument("--log", default="", help="append a JSON line with the settings and the scores")
     args = p.parse_args(argv)
     overrides = parse_set(args.set)
     scale = scales.cpu_scale(**overrides)
-    if args.columns:
-        ft = scale.finetune
-        scale = dataclasses.replace(scale, finetune=dataclasses.replace(
-            ft, columns={c: t for c, t in ft.columns.items() if c in args.columns}))
     if args.pretrained_from:
         for cell in args.cells:
             src = os.path.join(os.path.abspath(args.pretrained_from), "cells", cell, "pretrain")
@@ -81,7 +75,7 @@ def main(argv=None) -> int:
     if args.log:
         with open(args.log, "a") as f:
             f.write(json.dumps({"workdir": args.workdir, "set": overrides, "cells": rows,
-                                "columns": args.columns, "wall_s": round(wall)}) + "\n")
+                                "wall_s": round(wall)}) + "\n")
     return 0
 
 
