@@ -80,10 +80,10 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
                                          async_save=bool(tc.async_checkpointing))
     try:
         # --- state: resume > init_checkpoint > scratch ---
-        start = ckpt.latest_step()
+        restored = _restore(ckpt, abstract, shardings, resolved)
         data_state = None
-        if start is not None:
-            state, data_state = _restore(ckpt, start, abstract, shardings, resolved, workdir)
+        if restored is not None:
+            start, state, data_state = restored
         else:
             start = 0
             state = step_lib.init_state(bundle, tx, shardings, seed)
@@ -165,12 +165,13 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
 # The pieces the loop calls
 # ----------------------------------------------------------------------------
 
-def _restore(ckpt, step, abstract, shardings, resolved, workdir):
-    """(state, this process's data-iterator state or None) of training checkpoint `step`."""
-    state, data_item, saved = ckpt.restore(step, step_lib.abstract_with_shardings(abstract, shardings))
-    if saved.get("model") != resolved["model"]:
-        raise UserError(f"{workdir} holds checkpoints of a different model (step {step}); "
-                        "use a new --workdir or the same model config")
+def _restore(ckpt, abstract, shardings, resolved):
+    """(step, state, this process's data-iterator state or None) of the newest training
+    checkpoint that verifies (damaged ones are set aside with a warning), or None if none."""
+    found = ckpt.restore_latest(step_lib.abstract_with_shardings(abstract, shardings), resolved["model"], log=_log)
+    if found is None:
+        return None
+    step, state, data_item, _ = found
     states = data_item.get("states") or []
     data_state = None
     if data_item.get("process_count") == jax.process_count() and len(states) == jax.process_count():
@@ -179,7 +180,7 @@ def _restore(ckpt, step, abstract, shardings, resolved, workdir):
         _log(f"warning: checkpoint data state is for {data_item.get('process_count')} processes; "
              "the data pipeline restarts from the beginning")
     _log(f"resumed from {ckpt.directory} step {step}")
-    return state, data_state
+    return step, state, data_state
 
 
 def _evaluate(step, params, eval_step, data, config, bundle, evaluators, mesh) -> tuple[dict, set]:
