@@ -3,12 +3,18 @@
 Anything that is the user's fault (a broken config, a missing vocab, a corrupt
 checkpoint, an empty dataset, out-of-range token ids, ...) raises `UserError`
 with a single-line message.  `t5x_lite.cli` turns it into
-``t5x-lite: error: <message>`` on stderr and exit code 2.  Everything else is a
+``t5x-lite CMD: error: <message>`` on stderr and exit code 2.  Everything else is a
 bug and keeps its traceback.
+
+Paths a command creates go through `ensure_dir` (directories) and `check_writable_file`
+(output files), so a path that is a file, sits under a file or cannot be written is one line
+too, said before any work is done.
 """
 
 import argparse
+import errno
 import importlib
+import os
 
 
 class UserError(Exception):
@@ -26,7 +32,11 @@ class ArgParser(argparse.ArgumentParser):
     one line (``t5x-lite CMD: error: ...``) and exit code 2, never a usage block."""
 
     def error(self, message):
-        raise UserError(f"{self.prog}: {message}")
+        # t5x_lite.cli already prints "t5x-lite CMD: error:"; a subcommand's parser ("t5x-lite convert
+        # t5x-to-hf") adds only its own name, so the line reads "t5x-lite convert: error: t5x-to-hf: ...".
+        words = self.prog.split()
+        own = " ".join(words[2:]) if words[:1] == ["t5x-lite"] else self.prog
+        raise UserError(f"{own}: {message}" if own else message)
 
 
 def import_modules(names) -> None:
@@ -37,3 +47,43 @@ def import_modules(names) -> None:
             importlib.import_module(name)
         except ImportError as e:
             raise UserError(f"--module {name}: cannot import it ({e}); is it on PYTHONPATH?") from None
+
+
+def ensure_dir(path: str, what: str) -> str:
+    """Create directory `path` (and its parents) that a command writes into, or raise one line saying
+    why it cannot: it is a file, one of its parents is a file, or the place is not writable.
+    `what` names it in the message, e.g. "--workdir".  Returns `path`."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {what} {path}: {_why(path, e)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into {what} {path}: permission denied")
+    return path
+
+
+def check_writable_file(path: str, what: str) -> str:
+    """Check (before any work is done) that output file `path` can be written: it is not a directory
+    and its directory exists or can be created (it is created).  One-line UserError otherwise."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a directory (give a file name)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise UserError(f"cannot write {what} {path}: {parent} is a file, not a directory")
+    ensure_dir(parent, f"the directory of {what}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UserError(f"cannot write {what} {path}: permission denied")
+    return path
+
+
+def _why(path: str, e: OSError) -> str:
+    """The reason of a failed makedirs, naming the ancestor that is a file when there is one."""
+    if isinstance(e, (NotADirectoryError, FileExistsError)) or e.errno in (errno.ENOTDIR, errno.EEXIST):
+        parent = os.path.dirname(os.path.abspath(path))
+        while parent and parent != os.path.dirname(parent):
+            if os.path.exists(parent) and not os.path.isdir(parent):
+                return f"{parent} is a file, not a directory"
+            parent = os.path.dirname(parent)
+    return e.strerror or type(e).__name__
