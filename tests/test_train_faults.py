@@ -68,6 +68,12 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     errors = [ln for ln in bad.stderr.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "non-finite loss/gradient at step 3" in errors[0], bad.stderr[-3000:]
     assert "Traceback" not in bad.stderr
+    # The diverged step's row is in metrics.jsonl, strict JSON: what diverged (null values, or "params")
+    # is named under "nonfinite".
+    rows = [json.loads(ln, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
+            for ln in open(wd / "metrics.jsonl")]
+    last = rows[-1]
+    assert last["step"] == 3 and last["nonfinite"] and all(last.get(k) is None for k in last["nonfinite"]), last
     assert checkpoints.latest_step(str(wd / "checkpoints")) == 2
     after = checkpoints.restore_params(str(wd / "checkpoints"), 2)
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):

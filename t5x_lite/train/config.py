@@ -25,7 +25,7 @@ import ml_collections
 from gin import config_parser
 
 from t5x_lite import decoding, loading, partitioning
-from t5x_lite.data import get_vocabulary, vocabulary_fingerprint
+from t5x_lite.data import get_task_or_mixture, get_vocabulary, vocabulary_fingerprint
 from t5x_lite.errors import UserError
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.train import default_config, losses, optimizers
@@ -153,6 +153,8 @@ def resolve(config) -> tuple[ModelConfig, dict]:
     vocabulary too is the checkpoint's unless the experiment names one.  model.vocab_size 0
     becomes the vocabulary's size rounded up to a multiple of 128 (T5X pads 32100 -> 32128)."""
     validate(config)
+    import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks data.task may name)
+    get_task_or_mixture(config.data.task)   # an unknown task is one line now, not after the model is built
     model = to_dict(config.model)
     vocab_spec = config.vocabulary or None
     saved_fingerprint = None

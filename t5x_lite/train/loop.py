@@ -35,7 +35,7 @@ from jax.experimental import multihost_utils
 import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks the config may name)
 from t5x_lite import checkpoints, loading, partitioning
 from t5x_lite.data import make_pipeline
-from t5x_lite.errors import UserError
+from t5x_lite.errors import UserError, ensure_dir
 from t5x_lite.evaluation.evaluator import make_train_evaluators
 from t5x_lite.train import config as config_lib
 from t5x_lite.train import metrics as metrics_lib
@@ -75,7 +75,7 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
                                         z_loss=float(tc.z_loss))
 
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    ensure_dir(os.path.join(workdir, "checkpoints"), "the checkpoint directory")   # one line if it cannot be
     ckpt = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"), keep=int(tc.keep_checkpoints),
                                          async_save=bool(tc.async_checkpointing))
     try:

@@ -48,6 +48,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defau
 def parse_args(argv: list[str]):
     """argv -> (config ConfigDict, options namespace).  Every parse problem is a one-line UserError."""
     argv = list(argv)
+    _check_config_file(argv)
     fv = flags.FlagValues()
     try:
         config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "experiment config file", flag_values=fv,
@@ -85,6 +86,21 @@ def parse_args(argv: list[str]):
     return config, opts
 
 
+def _check_config_file(argv) -> None:
+    """--config PATH[:ARG] must name a file; say so in one line (ml_collections' message is a paragraph)."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        path = value if os.path.isfile(value) else value.split(":", 1)[0]
+        if not os.path.isfile(path):
+            raise UserError(f"--config {path}: {'is a directory' if os.path.isdir(path) else 'no such file'} "
+                            "(a Python file with get_config(), e.g. configs/t5_1_1.py)")
+
+
 def _unknown_override_key(argv) -> str | None:
     """Name the first --config.KEY override that train/default_config.py does not declare,
     with close matches, so the error says what to fix."""
@@ -110,7 +126,9 @@ def _one_line(e: BaseException, argv=()) -> str:
         unknown = _unknown_override_key(argv)
         if unknown:
             return unknown
-    msg = str(e).strip().strip("'\"")
+    msg = str(e).strip()
+    if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in "'\"":   # a KeyError's repr-quoted message
+        msg = msg[1:-1]
     msg = msg.replace("\\n", " ").replace('\\"', '"').replace("\\'", "'")
     return f"{type(e).__name__}: {' '.join(msg.split())}"
 
@@ -156,6 +174,7 @@ def main(argv: list[str]) -> int:
         return 0
     if not opts.workdir:
         raise UserError("--workdir is required (where checkpoints and metrics go)")
+    errors.ensure_dir(opts.workdir, "--workdir")   # before any work: a file or unwritable place is one line
     errors.import_modules(opts.modules)  # before the loop looks up config.data.task
     partitioning.maybe_initialize_distributed(opts.coordinator_address, opts.num_processes, opts.process_id)
     from t5x_lite.train.loop import train  # lazy: keeps `t5x-lite train --help` fast (no jax)

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import jax
 from tqdm import tqdm
 
-from t5x_lite import checkpoints
+from t5x_lite import checkpoints, jsonio
+from t5x_lite.errors import UserError, ensure_dir
 from t5x_lite.models.flops import flops_per_step
 
 # device_kind substring (lower case) -> peak FLOP/s per device, by compute dtype.
@@ -71,14 +72,6 @@ def model_flops_per_step(model_cfg, batch_size: int, feature_lengths: Mapping[st
     return float(flops_per_step(model_cfg, batch_size, int(fl.get("inputs", 0)), int(fl.get("targets", 0))))
 
 
-def _clean(v: Any):
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)  # JSON has no NaN/Inf
-    return v
-
-
 class MetricsWriter:
     """Appends one JSON object per logged step to DIR/metrics.jsonl and mirrors scalars
     to TensorBoard event files in DIR.  Only process 0 writes."""
@@ -88,8 +81,11 @@ class MetricsWriter:
         self._tb = None
         self._f = None
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
-            self._f = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+            path = os.path.join(ensure_dir(workdir, "workdir"), "metrics.jsonl")
+            try:
+                self._f = open(path, "a", buffering=1)
+            except OSError as e:
+                raise UserError(f"cannot append to {path}: {e.strerror}") from None
             try:
                 from tensorboardX import SummaryWriter
                 self._tb = SummaryWriter(logdir=workdir, flush_secs=10)
@@ -100,10 +96,12 @@ class MetricsWriter:
         if not self.enabled:
             return
         row = {"step": int(step)}
-        row.update({k: _clean(v) for k, v in metrics.items() if v is not None})
-        self._f.write(json.dumps(row) + "\n")
+        row.update({k: v for k, v in metrics.items() if v is not None})
+        # JSON has no NaN/Inf: a diverged value is written as null and named under "nonfinite".
+        line = jsonio.dumps(row)
+        self._f.write(line + "\n")
         if self._tb is not None:
-            for k, v in row.items():
+            for k, v in json.loads(line).items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(k if "/" in k else f"train/{k}", v, int(step))
 
@@ -169,7 +167,12 @@ class TrainLogger:
         steps = [s for s, _ in self.pending]
         self.pending.clear()
         for s, m in zip(steps, fetched):
-            if not bool(m["finite"]):
+            if not bool(m["finite"]):   # its row is written too (null + "nonfinite"), then the run stops
+                row = {k: float(v) for k, v in m.items() if k != "finite"}
+                if not jsonio.nonfinite_paths(row):   # loss and gradient finite: the update broke the params
+                    row[jsonio.NONFINITE_KEY] = ["params"]
+                self.writer.write(s, row)
+                self.writer.flush()
                 return s, float(m["loss"]), float(m["grad_norm"])
             if s % self.log_every == 0 or s == self.num_steps:
                 row = {k: float(v) for k, v in m.items() if k != "finite"}
@@ -201,7 +204,16 @@ class BestTracker:
     def __init__(self, workdir: str, resolved_config: dict):
         self.workdir, self.config = workdir, resolved_config
         self.path = os.path.join(workdir, "best_checkpoints.json")
-        self.best = json.load(open(self.path)) if os.path.exists(self.path) else {}
+        self.best = {}
+        if os.path.exists(self.path):
+            try:
+                with open(self.path) as f:
+                    self.best = json.load(f)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read {self.path} ({type(e).__name__}: {e}); move it away to start "
+                                "best-checkpoint tracking afresh") from None
+            if not isinstance(self.best, dict):
+                raise UserError(f"{self.path} does not hold a JSON object; move it away to start afresh")
 
     def update(self, step: int, results: Mapping[str, Any], evaluator_keys, params) -> None:
         changed = False
@@ -221,5 +233,5 @@ class BestTracker:
         if changed and jax.process_index() == 0:
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
-                json.dump(self.best, f, indent=2, sort_keys=True)
+                jsonio.dump(self.best, f, indent=2, sort_keys=True)
             os.replace(tmp, self.path)
