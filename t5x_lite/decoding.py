@@ -273,6 +273,27 @@ def make_prompt(architecture: str, inputs: Sequence[Sequence[int]], *, length: i
     raise UserError(f"cannot decode with a {architecture!r} model (need encoder_decoder or decoder_only)")
 
 
+def fit_decode_length(cfg, prompt_length: int, max_decode_length: int) -> int:
+    """The most new tokens (at most `max_decode_length`) a model with learned absolute positions
+    can decode after a prompt of `prompt_length` tokens: model.max_position_embeddings bounds the
+    positions fed to the decoder.  Decoder-only: BOS + prompt take positions 0..P and new token k is
+    fed at P+1+k (the last one is never fed), so P + N <= max_position_embeddings.  Encoder-decoder:
+    the encoder reads P positions and the decoder BOS + N-1 new tokens.  Relative and sinusoidal
+    positions have no limit.  A prompt that does not fit at all is a UserError."""
+    if getattr(cfg, "position_embedding", None) != "learned":
+        return max_decode_length
+    limit = int(cfg.max_position_embeddings)
+    if cfg.architecture == "decoder_only":
+        if prompt_length + 1 > limit:
+            raise UserError(f"a prompt of {prompt_length} tokens does not fit model.max_position_embeddings="
+                            f"{limit} (BOS + prompt must be at most {limit} positions)")
+        return min(max_decode_length, limit - prompt_length)
+    if prompt_length > limit:
+        raise UserError(f"an input of {prompt_length} tokens does not fit the encoder's "
+                        f"model.max_position_embeddings={limit}")
+    return min(max_decode_length, limit)
+
+
 @functools.partial(nnx.jit, static_argnames=("method", "max_decode_length", "beam_size", "alpha",
                                              "temperature", "top_k", "top_p", "eos_id", "finish_rule"))
 def _decode_jit(model, prompt, rng, *, method, max_decode_length, beam_size, alpha, temperature, top_k,
@@ -308,6 +329,12 @@ def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: in
     if rng is None:
         rng = jax.random.key(0)
     prompt = {k: jnp.asarray(v, jnp.int32) for k, v in prompt.items()}
+    cfg = getattr(model, "config", None)
+    length = next((prompt[k].shape[1] for k in ("decoder_prompt_tokens", "encoder_input_tokens") if k in prompt), 0)
+    fits = fit_decode_length(cfg, length, int(max_decode_length))
+    if fits < max_decode_length:   # past the learned positions the output would be junk: refuse
+        raise UserError(f"max decode length {max_decode_length} does not fit model.max_position_embeddings="
+                        f"{cfg.max_position_embeddings} after a {length}-token prompt; at most {fits}")
     with contextlib.nullcontext() if mesh is None else partitioning.activate(mesh):
         out = _decode_jit(model, prompt, rng, method=method, max_decode_length=int(max_decode_length),
                           beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),

@@ -29,7 +29,6 @@ per line; the output keeps the input order.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -38,7 +37,8 @@ import numpy as np
 
 from t5x_lite.data.sources import iter_jsonl
 from t5x_lite.data.vocabularies import EOS_ID
-from t5x_lite.errors import ArgParser, UserError, import_modules
+from t5x_lite import jsonio
+from t5x_lite.errors import ArgParser, UserError, check_writable_file, import_modules
 
 MIN_BUCKET = 8
 
@@ -86,10 +86,15 @@ class Scorer:
             raise UserError(f"{where}: inputs is empty (an encoder-decoder model needs inputs)")
         if 0 in targets:
             raise UserError(f"{where}: targets contain the padding id 0")
-        n = len(targets) + (len(inputs) if self.cfg.architecture == "decoder_only" else 0)
-        if self.max_len is not None and max(n, len(inputs)) > self.max_len:
-            raise UserError(f"{where}: sequence of {n} tokens exceeds the model's max_position_embeddings "
-                            f"{self.max_len}")
+        if self.max_len is None:
+            return
+        if self.cfg.architecture == "decoder_only":
+            longest = ("inputs + targets", len(inputs) + len(targets))
+        else:
+            longest = max(("inputs", len(inputs)), ("targets", len(targets)), key=lambda kv: kv[1])
+        if longest[1] > self.max_len:
+            raise UserError(f"{where}: {longest[0]} of {longest[1]} tokens exceed the model's "
+                            f"max_position_embeddings {self.max_len} (learned positions)")
 
     def _batch(self, rows: list[tuple[list[int], list[int]]]) -> tuple[dict, list[tuple[int, int]]]:
         """Model features for `rows`, padded to batch_size rows and bucketed lengths; plus where each
@@ -168,15 +173,13 @@ def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size
                step: int | None = None, vocabulary: str | None = None, progress: bool = True) -> int:
     """Score every line of `input_path` into `output_path` (written atomically). Returns the line count."""
     from t5x_lite import loading, partitioning   # lazy: keeps `t5x-lite score --help` fast (no JAX)
+    check_writable_file(output_path, "--output")   # before the model is loaded
     loaded = loading.load_model(checkpoint, step, vocabulary=vocabulary)
     cfg, vocab = loaded.model_config, loaded.vocabulary
     scorer = Scorer(cfg, loaded.model, batch_size)
     examples = read_examples(input_path, scorer, vocab)
     from tqdm import tqdm
     tmp = output_path + ".tmp"
-    out_dir = os.path.dirname(os.path.abspath(output_path))
-    if not os.path.isdir(out_dir):
-        raise UserError(f"output directory not found: {out_dir}")
     # Batches are formed in length order (fewer padded tokens, fewer distinct bucket shapes to compile);
     # the output keeps the input order.
     if cfg.architecture == "decoder_only":
@@ -191,15 +194,21 @@ def score_file(checkpoint: str, input_path: str, output_path: str, *, batch_size
             for k, lp in zip(idx, scorer.score([(examples[k][1], examples[k][2]) for k in idx])):
                 scores[k] = lp
             bar.update(len(idx))
+    nonfinite = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for (obj, _, targets, tgt_str), lp in zip(examples, scores):
             rec = dict(obj)
-            rec["log_likelihood"] = math.fsum(lp)
+            rec["log_likelihood"] = math.fsum(lp) if all(map(math.isfinite, lp)) else math.nan
             rec["token_log_probs"] = lp
             if tgt_str:
                 rec["target_ids"] = targets
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            nonfinite += not math.isfinite(rec["log_likelihood"])
+            # No NaN literal in the file: a non-finite score is null, named under "nonfinite".
+            f.write(jsonio.dumps(rec, ensure_ascii=False) + "\n")
     os.replace(tmp, output_path)
+    if nonfinite:
+        print(f"warning: {nonfinite} of {len(examples)} examples have non-finite scores (written as null, "
+              "listed under \"nonfinite\"): the checkpoint's params may be damaged", file=sys.stderr)
     return len(examples)
 
 

@@ -16,14 +16,14 @@ infer: free-form generation from a JSONL file; each line {"inputs": "text" or [i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 from t5x_lite.data.sources import iter_jsonl
 from t5x_lite.data.vocabularies import EOS_ID
-from t5x_lite.errors import ArgParser, UserError, import_modules
+from t5x_lite import jsonio
+from t5x_lite.errors import ArgParser, UserError, check_writable_file, ensure_dir, import_modules
 
 
 def _checkpoint_args(p: argparse.ArgumentParser) -> None:
@@ -74,6 +74,7 @@ def eval_main(argv: list[str]) -> int:
         raise UserError("--max-examples must be >= 1")
     if args.num_shots < 0:
         raise UserError("--num-shots must be >= 0")
+    ensure_dir(args.output, "--output")   # before the checkpoint is loaded and anything decoded
     import_modules(args.module)
 
     from t5x_lite import loading, partitioning   # lazy: keeps `t5x-lite eval --help` fast (no JAX)
@@ -135,6 +136,7 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def _prompts(rows: list[dict], cfg, vocab, add_eos: bool) -> list[list[int]]:
+    from t5x_lite.decoding import fit_decode_length   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
     prompts = []
     for n, row in enumerate(rows, 1):
         x = row["inputs"]
@@ -152,6 +154,10 @@ def _prompts(rows: list[dict], cfg, vocab, add_eos: bool) -> list[list[int]]:
             raise UserError(f"line {n}: token id {bad[0]} out of range [0, {cfg.vocab_size})")
         if cfg.architecture == "encoder_decoder" and not ids:
             raise UserError(f"line {n}: empty inputs")
+        try:
+            fit_decode_length(cfg, len(ids), 1)
+        except UserError as e:
+            raise UserError(f"line {n}: {e}") from None
         prompts.append(ids)
     return prompts
 
@@ -179,21 +185,23 @@ def infer_main(argv: list[str]) -> int:
     max_len = 64 if args.max_decode_length is None else args.max_decode_length
     if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
         raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
+    if max_len < 1:
+        raise UserError(f"--max-decode-length must be >= 1, got {max_len}")
+    check_writable_file(args.output, "--output")   # before the checkpoint is loaded and anything decoded
     import_modules(args.module)
     rows = _read_jsonl(args.input)
 
     from t5x_lite import loading, partitioning   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
     from t5x_lite.evaluation import evaluator as ev   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
+    settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
+                                 batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, seed=args.seed, finish_rule=args.beam_rule).validate()
     loaded = loading.load_model(args.checkpoint, args.step, vocabulary=args.vocabulary)
     cfg, vocab = loaded.model_config, loaded.vocabulary
     add_eos = args.add_eos == "yes" or (args.add_eos == "auto" and cfg.architecture == "encoder_decoder")
     prompts = _prompts(rows, cfg, vocab, add_eos)
-    settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
-                                 batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
-                                 top_p=args.top_p, seed=args.seed, finish_rule=args.beam_rule).validate()
     with partitioning.activate(loaded.mesh):
         preds = ev.predict(loaded.model, prompts, settings, max_decode_length=max_len, progress="infer")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for row, ids in zip(rows, preds):
@@ -201,7 +209,7 @@ def infer_main(argv: list[str]) -> int:
             if vocab is not None:
                 out["prediction"] = vocab.decode(ids)
             out["prediction_ids"] = ids
-            f.write(json.dumps(out, ensure_ascii=False) + "\n")
+            f.write(jsonio.dumps(out, ensure_ascii=False) + "\n")
     os.replace(tmp, args.output)
     print(f"wrote {len(rows)} predictions to {args.output}")
     return 0

@@ -18,16 +18,16 @@ Flow for one task (as seqio's Evaluator, without TensorFlow):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
+import sys
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks the evaluator looks up by name)
-from t5x_lite import data, decoding
-from t5x_lite.errors import UserError
+from t5x_lite import data, decoding, jsonio
+from t5x_lite.errors import UserError, ensure_dir
 
 # T5 paper, decoder-only fine-tuning: "translate English to German: That is good. target: Das ist gut."
 LM_TARGET_MARKER = "target:"
@@ -185,6 +185,12 @@ def predict(model, prompts: Sequence[Sequence[int]], settings: DecodeSettings, *
     settings.validate()
     arch = model.config.architecture
     length = max([len(p) for p in prompts] + [1])
+    fits = decoding.fit_decode_length(model.config, length, max_decode_length)
+    if fits < max_decode_length:   # as Hugging Face's generate: warn and stop at the model's length
+        print(f"warning: decoding at most {fits} new tokens, not {max_decode_length}: a {length}-token prompt "
+              f"leaves only {fits} of model.max_position_embeddings={model.config.max_position_embeddings} "
+              "learned positions", file=sys.stderr)
+        max_decode_length = fits
     bs = min(settings.batch_size, len(prompts)) or 1
     batches = range(0, len(prompts), bs)
     if progress:
@@ -253,14 +259,17 @@ def evaluate_task(model, task, *, split: str = "validation", max_examples: int |
 
 
 def write_results(output_dir: str, task_name: str, records: Iterable[dict], metrics: dict, extra: dict | None = None):
-    d = os.path.join(output_dir, task_name)
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "predictions.jsonl"), "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    with open(os.path.join(d, "metrics.json"), "w") as f:
-        json.dump({**metrics, **(extra or {})}, f, indent=2, sort_keys=True)
-        f.write("\n")
+    """OUTPUT/<task>/predictions.jsonl and metrics.json, each written whole (temporary file + rename);
+    a non-finite metric is null, named under "nonfinite" (JSON has no NaN)."""
+    d = ensure_dir(os.path.join(output_dir, task_name), "--output")
+    for name, text in (("predictions.jsonl", "".join(jsonio.dumps(r, ensure_ascii=False) + "\n" for r in records)),
+                       ("metrics.json", jsonio.dumps({**metrics, **(extra or {})}, indent=2, sort_keys=True) + "\n")):
+        path = os.path.join(d, name)
+        if os.path.isdir(path):
+            raise UserError(f"cannot write {path}: it is a directory")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
     return d
 
 
