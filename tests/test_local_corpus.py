@@ -316,7 +316,7 @@ def test_write_corpus_failure_leaves_the_old_corpus(tmp_path, monkeypatch):
 
     def broken_dump(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(corpus.json, "dump", broken_dump)
+    monkeypatch.setattr(corpus.jsonio, "dump", broken_dump)
     with pytest.raises(OSError):
         corpus.write_corpus(out, {"alpha": ["other text"] * 3}, info)
     assert len(_read_shards(out)) == 50 and sorted(os.listdir(tmp_path / "c")) == ["1.0.0"]

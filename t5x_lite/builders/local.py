@@ -33,7 +33,8 @@ import numpy as np
 
 from t5x_lite.builders import local_corpus as corpus
 from t5x_lite.builders import local_sources as src
-from t5x_lite.errors import ArgParser, UserError
+from t5x_lite import jsonio
+from t5x_lite.errors import ArgParser, UserError, ensure_dir
 from t5x_lite.tasks.local import DEBIAN_SECTIONS, LOCAL_VERSION, WORDNET_LEXNAMES, default_data_dir
 
 VERSION = LOCAL_VERSION         # the version the local tasks read
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 + f"; choose from {', '.join(DATASETS)}")
     if args.max_examples is not None and args.max_examples < 1:
         raise UserError("--max-examples must be a positive integer")
-    data_dir = os.path.abspath(os.path.expanduser(args.out or default_data_dir()))
+    data_dir = ensure_dir(os.path.abspath(os.path.expanduser(args.out or default_data_dir())), "--out")
 
     def log(msg):
         print(msg, flush=True)
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     results = build(names, data_dir, force=args.force, max_examples=args.max_examples,
                     install=not args.no_install, log=log)
     with open(os.path.join(data_dir, "build_summary.json"), "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+        jsonio.dump(results, f, indent=1, sort_keys=True)
     print_summary(results, data_dir)
     skipped = [n for n, r in results.items() if r["status"].startswith("skipped")]
     if skipped and args.only:

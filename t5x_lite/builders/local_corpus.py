@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from t5x_lite.builders import local_corpus_text as T
+from t5x_lite import jsonio
 from t5x_lite.errors import UserError
 from t5x_lite.tasks.local import LOCAL_CORPUS_VERSION, local_corpus_dir, local_corpus_manifest  # noqa: F401
 
@@ -253,7 +254,7 @@ def write_corpus(out_dir: str, docs_by_source: dict[str, list[str]], source_info
             "sources": {s: {**source_info.get(s, {}), **counts(docs)} for s, docs in docs_by_source.items()},
             "total": total}
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
+            jsonio.dump(manifest, f, indent=1)
         old = None
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import glob
 import itertools
-import json
 import os
 import sys
 
@@ -24,7 +23,8 @@ import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks)
 from t5x_lite.data.sources import read_documents
 from t5x_lite.data.streams import MixtureStream
 from t5x_lite.data.tasks import Mixture, MixtureRegistry, TaskRegistry, get_task_or_mixture
-from t5x_lite.errors import ArgParser, UserError, import_modules
+from t5x_lite import jsonio
+from t5x_lite.errors import ArgParser, UserError, check_writable_file, import_modules
 
 MODULE_HELP = "import this module first (it registers tasks/mixtures); repeatable"
 
@@ -76,7 +76,7 @@ def _list(args) -> int:
     rows += [("mixture", n, MixtureRegistry.get(n).description) for n in MixtureRegistry.names()]
     if args.json:
         for kind, name, desc in rows:
-            print(json.dumps({"kind": kind, "name": name, "description": desc}))
+            print(jsonio.dumps({"kind": kind, "name": name, "description": desc}))
         return 0
     width = max(len(n) for _, n, _ in rows)
     for kind, name, desc in rows:
@@ -107,7 +107,7 @@ def _inspect(args) -> int:
                 record[key] = ids
                 record[f"{key}_pretty"] = _pretty(vocabs[key], ids)
         if args.json:
-            print(json.dumps(record, ensure_ascii=False))
+            print(jsonio.dumps(record, ensure_ascii=False))
         else:
             print(f"=== example {n} ({provider.name}, {args.split})")
             for key in ("inputs", "targets"):
@@ -165,11 +165,17 @@ def vocab_main(argv: list[str] | None = None) -> int:
 def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str, *,
                      character_coverage: float = 0.9995, max_sentences: int = 2_000_000, seed: int = 0,
                      byte_fallback: bool = True) -> int:
+    for ext in (".model", ".vocab"):   # before any work: the outputs can be written
+        check_writable_file(out_prefix + ext, "--out")
     files = []
     for pattern in patterns:
         matched = sorted(glob.glob(os.path.expanduser(pattern)))
         if not matched:
             raise UserError(f"no file matches --input {pattern!r}")
+        folders = [m for m in matched if os.path.isdir(m)]
+        if folders:
+            raise UserError(f"--input {pattern!r} matches the directory {folders[0]}; give text files "
+                            f"(e.g. --input '{os.path.join(folders[0], '*.txt')}')")
         files.extend(matched)
     lines = read_documents(files)
     if not lines:
@@ -179,17 +185,26 @@ def train_vocabulary(patterns, vocab_size: int, model_type: str, out_prefix: str
     if byte_fallback and vocab_size < 3 + 256 + 1:
         raise UserError(f"--vocab-size {vocab_size} is too small for --byte-fallback (pad, eos, unk and 256 byte "
                         "pieces are included): use at least 260 or --no-byte-fallback")
-    out_dir = os.path.dirname(os.path.abspath(out_prefix))
-    os.makedirs(out_dir, exist_ok=True)
+    # Trained under a temporary prefix and renamed into place: an existing PREFIX.model stays intact
+    # unless training succeeds.
+    tmp_prefix = f"{out_prefix}.tmp{os.getpid()}"
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_prefix=out_prefix, vocab_size=vocab_size, model_type=model_type,
+            sentence_iterator=iter(lines), model_prefix=tmp_prefix, vocab_size=vocab_size, model_type=model_type,
             pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=character_coverage,
             input_sentence_size=max_sentences, shuffle_input_sentence=True, max_sentence_length=1 << 16,
             byte_fallback=byte_fallback, minloglevel=2, hard_vocab_limit=True)
-    except RuntimeError as e:   # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
-        raise UserError(f"SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
+        for ext in (".model", ".vocab"):
+            os.replace(tmp_prefix + ext, out_prefix + ext)
+    except (RuntimeError, OSError) as e:   # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
+        why = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        why = why.split("] ", 1)[-1] if why.startswith("INTERNAL:") else why   # drop "INTERNAL: file.cc(744) [check]"
+        raise UserError(f"SentencePiece training failed: {why}") from None
+    finally:   # nothing left behind when training fails
+        for ext in (".model", ".vocab"):
+            if os.path.exists(tmp_prefix + ext):
+                os.remove(tmp_prefix + ext)
     print(f"wrote {out_prefix}.model and {out_prefix}.vocab ({model_type}, {vocab_size} pieces"
           f"{' incl. 256 byte-fallback pieces' if byte_fallback else ''}; "
           f"use vocabulary 'spm:{out_prefix}.model' -> vocab_size {vocab_size + 100})")

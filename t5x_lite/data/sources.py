@@ -62,6 +62,18 @@ def _open_text(path: str):
     return open(path, encoding="utf-8")
 
 
+def _text_lines(path: str):
+    """The lines of a text file (.gz/.xz too); a file that is not UTF-8 text or is damaged is a
+    one-line UserError naming it."""
+    try:
+        with _open_text(path) as f:
+            yield from f
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (OSError, EOFError, lzma.LZMAError) as e:   # a truncated or corrupt .gz/.xz, a directory, ...
+        raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+
+
 def _expand(patterns: str | Sequence[str]) -> list[str]:
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     files: list[str] = []
@@ -89,20 +101,19 @@ class _Rows:
 def read_documents(files: Sequence[str], blank_line_separated: bool = False) -> list[str]:
     docs: list[str] = []
     for path in files:
-        with _open_text(path) as f:
-            if blank_line_separated:
-                current: list[str] = []
-                for line in f:
-                    line = line.strip()
-                    if line:
-                        current.append(line)
-                    elif current:
-                        docs.append(" ".join(current))
-                        current = []
-                if current:
+        if blank_line_separated:
+            current: list[str] = []
+            for line in _text_lines(path):
+                line = line.strip()
+                if line:
+                    current.append(line)
+                elif current:
                     docs.append(" ".join(current))
-            else:
-                docs.extend(line.rstrip("\n") for line in f if line.strip())
+                    current = []
+            if current:
+                docs.append(" ".join(current))
+        else:
+            docs.extend(line.rstrip("\n") for line in _text_lines(path) if line.strip())
     return docs
 
 
@@ -164,14 +175,14 @@ def iter_jsonl(path: str):
     a missing file or a line that is not JSON is a one-line UserError naming path:line."""
     if not os.path.isfile(path):
         raise UserError(f"input file not found: {path}")
-    with _open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+    for n, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+        yield n, value
 
 
 class InMemorySource(DataSource):
@@ -222,7 +233,11 @@ class TfdsSource(DataSource):
         return self._splits
 
     def with_data_dir(self, data_dir: str | None) -> "TfdsSource":
-        return TfdsSource(self.name, data_dir, self._splits, self.split_map)
+        return type(self)(self.name, data_dir, self._splits, self.split_map)
+
+    def missing_hint(self) -> str:
+        """What to do when the dataset cannot be opened (a subclass names the command that builds it)."""
+        return "prepare it in array_record format first; t5x-lite never downloads datasets"
 
     def _load(self, split):
         import tensorflow_datasets as tfds   # lazy: keeps `import t5x_lite.data` (and the CLIs) fast
@@ -232,8 +247,8 @@ class TfdsSource(DataSource):
         except Exception as e:  # tfds raises AssertionError/DatasetNotFoundError/... for missing data
             where = self.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
             raise UserError(f"cannot open TFDS dataset {self.name} split {split} in {where}: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (prepare it in "
-                            "array_record format first; t5x-lite never downloads datasets)") from None
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                            f"({self.missing_hint()})") from None
         return _TfdsRows(ds)
 
     def __repr__(self):

@@ -83,9 +83,30 @@ def local_corpus_spec(data_dir: str | None = None) -> str | None:
     return "jsonl:" + os.path.join(local_corpus_dir(data_dir), "corpus-*.jsonl.gz")
 
 
+class LocalTfdsSource(TfdsSource):
+    """A dataset of `t5x-lite data build-local`: data_dir None means `default_data_dir()` at read
+    time (so $T5X_LITE_DATA_DIR set after import counts), and a dataset that is not there says
+    which command builds it."""
+
+    def __init__(self, name, data_dir=None, splits=("train", "validation"), split_map=None):
+        self._dir = data_dir
+        super().__init__(name, data_dir, splits, split_map)
+
+    @property
+    def data_dir(self) -> str:
+        return self._dir or default_data_dir()
+
+    @data_dir.setter
+    def data_dir(self, value):
+        self._dir = value
+
+    def missing_hint(self) -> str:
+        out = "" if os.path.abspath(self.data_dir) == os.path.abspath(default_data_dir()) else f" --out {self.data_dir}"
+        return f"build it with `t5x-lite data build-local --only {self.name.split(':')[0]}{out}`"
+
+
 def _source(name: str, data_dir: str | None = None) -> TfdsSource:
-    return TfdsSource(f"{name}:{LOCAL_VERSION}", data_dir=data_dir or default_data_dir(),
-                      splits=("train", "validation"))
+    return LocalTfdsSource(f"{name}:{LOCAL_VERSION}", data_dir=data_dir, splits=("train", "validation"))
 
 
 def local_tasks(vocabulary="builtin", data_dir: str | None = None, suffix: str = "") -> list:
