@@ -39,11 +39,13 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 
 from t5x_lite.data import get_vocabulary, vocabulary_fingerprint
-from t5x_lite.errors import ArgParser, UserError
+from t5x_lite import jsonio
+from t5x_lite.errors import ArgParser, UserError, ensure_dir
 
 # HF activation name (T5Config.dense_act_fn) <-> t5x_lite ACTIVATIONS name.
 _HF_TO_ACT = {"relu": "relu", "gelu_new": "gelu", "gelu": "gelu_exact", "silu": "silu", "swish": "silu"}
@@ -374,11 +376,34 @@ def hf_to_t5x(hf_dir: str, ckpt_dir: str, vocabulary: str | None = None, overwri
         if vocab.vocab_size > cfg.vocab_size:
             raise UserError(f"vocabulary {vocabulary!r} has {vocab.vocab_size} ids but the model only "
                             f"{cfg.vocab_size} embeddings")
-    _prepare_output(ckpt_dir, overwrite, is_checkpoint=True)
+    replace = _prepare_output(ckpt_dir, overwrite, is_checkpoint=True)
     config = {"model": cfg.to_dict(), "vocabulary": vocabulary, "vocabulary_fingerprint": fingerprint,
               "converted_from": {"format": "huggingface_t5", "feed_forward_proj": hf_config.get("feed_forward_proj"),
                                  "transformers_version": hf_config.get("transformers_version")}}
-    return save_params_checkpoint(ckpt_dir, params, config, step=0)
+    try:
+        if not replace:
+            return save_params_checkpoint(ckpt_dir, params, config, step=0)
+        return _replace_checkpoint(ckpt_dir, params, config)
+    except OSError as e:   # disk full, ...: one line (a replaced checkpoint is left as it was)
+        raise UserError(f"cannot write checkpoint {ckpt_dir}: {e.strerror or e}") from None
+
+
+def _replace_checkpoint(ckpt_dir: str, params, config: dict) -> str:
+    from t5x_lite.checkpoints import save_params_checkpoint   # lazy: keeps `t5x-lite convert --help` fast
+    # --overwrite: the old checkpoint is replaced only once the new one is complete (nothing is lost
+    # when the save fails part-way); both sit in a fresh hidden sibling folder meanwhile.
+    path = os.path.abspath(ckpt_dir)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.convert-", dir=os.path.dirname(path))
+    new, old, done = os.path.join(staging, "new"), os.path.join(staging, "old"), False
+    try:
+        save_params_checkpoint(new, params, config, step=0)
+        os.rename(path, old)
+        os.rename(new, path)
+        done = True
+    finally:
+        if done or not os.path.exists(old):   # never delete the old checkpoint unless it was replaced
+            shutil.rmtree(staging, ignore_errors=True)
+    return os.path.join(path, "0")
 
 
 def t5x_to_hf(ckpt_dir: str, hf_dir: str, step: int | None = None, overwrite: bool = False) -> str:
@@ -399,12 +424,13 @@ def t5x_to_hf(ckpt_dir: str, hf_dir: str, step: int | None = None, overwrite: bo
     safetensors.numpy.save_file(tensors, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
     for name, obj in (("config.json", hf_config), ("generation_config.json", GENERATION_CONFIG)):
         with open(os.path.join(hf_dir, name), "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+            jsonio.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
     return hf_dir
 
 
-def _prepare_output(path: str, overwrite: bool, *, is_checkpoint: bool) -> None:
+def _prepare_output(path: str, overwrite: bool, *, is_checkpoint: bool) -> bool:
+    """Check (and create) an output directory; True when it holds a checkpoint to be replaced."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"output {path} exists and is not a directory")
     if os.path.isdir(path) and os.listdir(path):
@@ -414,8 +440,9 @@ def _prepare_output(path: str, overwrite: bool, *, is_checkpoint: bool) -> None:
             entries = os.listdir(path)
             if not all(e.split(".")[0].isdigit() for e in entries):
                 raise UserError(f"--overwrite refuses to delete {path}: it does not look like a checkpoint directory")
-            shutil.rmtree(path)
-    os.makedirs(path, exist_ok=True)
+            return True
+    ensure_dir(path, "--output")
+    return False
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -429,7 +456,7 @@ def _parser() -> argparse.ArgumentParser:
                "  t5x-lite convert t5x-to-hf --input ./train_dir --output ./hf_export\n"
                "See docs/interop.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="direction", metavar="{hf-to-t5x,t5x-to-hf}", required=True)
+    sub = p.add_subparsers(dest="direction", metavar="{hf-to-t5x,t5x-to-hf}", required=True, parser_class=ArgParser)
     a = sub.add_parser("hf-to-t5x", help="Hugging Face T5ForConditionalGeneration dir -> params-only checkpoint (step 0)",
                        description="Read HF_DIR/config.json + model.safetensors (T5.1.0 relu/tied, T5.1.1 "
                                    "gated-gelu/untied, ...) and write a t5x_lite checkpoint at step 0 that "

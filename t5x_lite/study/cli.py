@@ -18,7 +18,7 @@ from t5x_lite.study import report, scales, studies
 
 def _parser() -> ArgParser:
     p = ArgParser(prog="t5x-lite study", description="T5 ablation studies (Raffel et al. 2020, Tables 2, 4-7)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,run,report}", parser_class=ArgParser)
     ls = sub.add_parser("list", help="the built-in studies and their cells")
     ls.add_argument("study", nargs="?", choices=studies.study_names(), help="show only this study")
     ls.add_argument("--seeds", type=int, default=studies.DEFAULT_SEEDS,

@@ -31,7 +31,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg   # no pyplot: no global backend state
 from matplotlib.figure import Figure
 
-from t5x_lite.errors import UserError
+from t5x_lite import jsonio
+from t5x_lite.errors import UserError, ensure_dir
 from t5x_lite.study import paper
 from t5x_lite.study.studies import BASELINE_KEY, CONTROL_KEY, STUDY_DEFS, get_study
 
@@ -90,11 +91,14 @@ def load_results(directory: str) -> dict:
         raise UserError(f"{path}: not found (a study run writes it)") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:   # DIR is a file, results.json a directory, unreadable, ...
+        raise UserError(f"cannot read {path}: {e.strerror or type(e).__name__} (DIR must be a study directory)"
+                        ) from None
 
 
 def write_results(directory: str, results: dict) -> str:
-    os.makedirs(directory, exist_ok=True)
-    return atomic_write(os.path.join(directory, RESULTS), json.dumps(validate_results(results), indent=1) + "\n")
+    ensure_dir(directory, "the study directory")
+    return atomic_write(os.path.join(directory, RESULTS), jsonio.dumps(validate_results(results), indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from t5x_lite.data import TaskRegistry, get_vocabulary
 from t5x_lite.data.tasks import pretraining_task, task_from_spec
-from t5x_lite.errors import UserError
+from t5x_lite import jsonio
+from t5x_lite.errors import UserError, ensure_dir
 from t5x_lite.study import stages as S
 from t5x_lite.tasks.local import local_corpus_manifest, local_corpus_spec
 from t5x_lite.study.report import atomic_write, write_report, write_results
@@ -98,17 +99,22 @@ def pretraining_task_name(plan, scale: Scale) -> str:
 
 def _claim(workdir: str, study: Study, scale: Scale) -> None:
     """DIR/study.json: one study at one scale per directory."""
-    os.makedirs(workdir, exist_ok=True)
+    ensure_dir(workdir, "--workdir")
     path = os.path.join(workdir, STUDY_JSON)
     mine = {"study": study.name, "scale": scale.name}
     if os.path.isfile(path):
-        with open(path) as f:
-            theirs = json.load(f)
+        try:
+            with open(path) as f:
+                theirs = json.load(f)
+        except ValueError as e:
+            raise UserError(f"{path} is not valid JSON ({e}); is {workdir} a study directory?") from None
+        if not isinstance(theirs, dict):
+            raise UserError(f"{path} does not hold a JSON object; is {workdir} a study directory?")
         if {k: theirs.get(k) for k in mine} != mine:
             raise UserError(f"{workdir} holds study {theirs.get('study')} at scale {theirs.get('scale')}, "
                             f"not {study.name} at {scale.name}; use another --workdir")
         return
-    atomic_write(path, json.dumps(mine) + "\n")
+    atomic_write(path, jsonio.dumps(mine) + "\n")
 
 
 def run_stage(stage: S.Stage, plan, scale: Scale, workdir: str, bar=None) -> dict:

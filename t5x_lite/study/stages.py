@@ -23,7 +23,7 @@ import shutil
 import ml_collections
 import numpy as np
 
-from t5x_lite import checkpoints
+from t5x_lite import checkpoints, jsonio
 from t5x_lite.data import Mixture, MixtureRegistry, TaskRegistry, get_task_or_mixture
 from t5x_lite.evaluation.evaluator import lm_format_task
 from t5x_lite.study.report import atomic_write
@@ -255,7 +255,7 @@ def column_task_score(scale: Scale, ft: FinetuneTask, done: dict[str, dict]) -> 
 
 
 def write_done(stage: Stage, record: dict) -> None:
-    atomic_write(stage.done_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    atomic_write(stage.done_path, jsonio.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def read_done(stage: Stage) -> dict:
