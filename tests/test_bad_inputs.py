@@ -162,6 +162,25 @@ def test_library_decode_refuses_past_learned_positions(world):
         decoding.decode(model, prompt, max_decode_length=7)
 
 
+def test_fit_decode_length_rules():
+    """Decoder-only: BOS + prompt + new tokens but the last fed <= positions; encoder-decoder: the
+    encoder input and BOS + new tokens each <= positions; relative positions: no limit."""
+    import dataclasses
+
+    from t5x_lite.decoding import fit_decode_length
+    from t5x_lite.errors import UserError
+    from t5x_lite.models import ModelConfig
+    lm = ModelConfig(architecture="decoder_only", vocab_size=8, position_embedding="learned", max_position_embeddings=16)
+    ed = dataclasses.replace(lm, architecture="encoder_decoder")
+    assert [fit_decode_length(lm, p, 30) for p in (0, 10, 15)] == [16, 6, 1]
+    assert fit_decode_length(ed, 16, 30) == 16 and fit_decode_length(ed, 3, 5) == 5
+    assert fit_decode_length(dataclasses.replace(lm, position_embedding="relative"), 5000, 30) == 30
+    with pytest.raises(UserError, match="a prompt of 16 tokens does not fit"):
+        fit_decode_length(lm, 16, 1)
+    with pytest.raises(UserError, match="an input of 17 tokens does not fit the encoder"):
+        fit_decode_length(ed, 17, 1)
+
+
 def test_json_outputs_have_no_nan(tmp_path):
     text = jsonio.dumps({"loss": float("nan"), "lp": [0.5, float("-inf")], "cells": [{"m": float("inf")}], "ok": 1})
     assert json.loads(text) == {"loss": None, "lp": [0.5, None], "cells": [{"m": None}], "ok": 1,
