@@ -184,7 +184,7 @@ def test_corrupt_checkpoint(t5_ckpt, tmp_path, capsys):
                     f.write("garbage")
     code, _, err = run_cli(capsys, "score", "--checkpoint", str(bad), "--input", src, "--output",
                            str(tmp_path / "o.jsonl"))
-    assert code == 2 and err.count("\n") == 1 and "cannot restore params" in err, err
+    assert code == 2 and err.count("\n") == 1 and "/0 is damaged: params/ cannot be read" in err, err
     (bad / "0" / "config" / "metadata").write_text("{broken")
     code, _, err = run_cli(capsys, "score", "--checkpoint", str(bad), "--input", src, "--output",
                            str(tmp_path / "o.jsonl"))
