@@ -35,6 +35,33 @@ class Case:
 
 
 # ------------------------------------------------------------------------------------------ setups
+def _damaged(how):
+    """A copy of the trained workdir at {tmp}/d whose latest step is damaged as a disk would:
+    4 KiB zeroed inside the biggest params file (size unchanged), that file truncated to half,
+    or an edited config (it still parses)."""
+    def setup(world, tmp):
+        import shutil
+        shutil.copytree(world["wd"], os.path.join(tmp, "d"))
+        ck = os.path.join(tmp, "d", "checkpoints")
+        step = os.path.join(ck, max((e for e in os.listdir(ck) if e.isdigit()), key=int))
+        if how == "config":
+            meta = os.path.join(step, "config", "metadata")
+            text = open(meta).read()
+            assert '"seed": 0' in text
+            open(meta, "w").write(text.replace('"seed": 0', '"seed": 1'))
+            return
+        files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step, "params")) for f in fs]
+        big = max(files, key=os.path.getsize)
+        size = os.path.getsize(big)
+        with open(big, "r+b") as f:
+            if how == "zero_4k":
+                f.seek(size // 2)
+                f.write(b"\0" * 4096)
+            else:
+                f.truncate(size // 2)
+    return setup
+
+
 def _write(rel, text):
     def setup(world, tmp):
         path = os.path.join(tmp, rel)
@@ -299,4 +326,16 @@ CASES = [
     Case("study-report-bad-json", ["study", "report", "{tmp}/r"], "not valid JSON", setup=_write("r/results.json", "[")),
     Case("study-report-file", ["study", "report", "{file}"], "DIR must be a study directory"),
     Case("study-seeds", ["study", "list", "--seeds", "x"], "invalid int value: 'x'"),
+    # --- damaged checkpoints (a copy of {wd} under {tmp}/d, its latest step damaged on disk)
+    *[Case(f"{cmd}-damaged-{how}", argv, "is damaged: params/", setup=_damaged(how))
+      for how in ("zero_4k", "truncated")
+      for cmd, argv in (
+          ("score", ["score", "--checkpoint", "{tmp}/d", "--input", "{good_in}", "--output", "{prior_out}"]),
+          ("eval", ["eval", "--checkpoint", "{tmp}/d", "--task", TASK, "--output", "{tmp}/e"]),
+          ("infer", ["infer", "--checkpoint", "{tmp}/d", "--input", "{good_in}", "--output", "{prior_out}"]),
+          ("convert", ["convert", "t5x-to-hf", "--input", "{tmp}/d", "--output", "{tmp}/h"]),
+          ("train-init", ["train", "--workdir", "{tmp}/ft", *TINY_MODEL, "--config.init_checkpoint={tmp}/d"]))],
+    Case("score-damaged-config", ["score", "--checkpoint", "{tmp}/d", "--input", "{good_in}", "--output",
+                                  "{prior_out}"], "is damaged: config/ does not match the checksum saved with it",
+         setup=_damaged("config")),
 ]
