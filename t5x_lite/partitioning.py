@@ -30,6 +30,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+import signal
+import sys
 from typing import Any, Mapping, Sequence
 
 from t5x_lite.errors import UserError
@@ -65,18 +68,29 @@ BATCH_AXES = ("data", "fsdp")
 # Multi-host
 # ----------------------------------------------------------------------------
 
+DEFAULT_HEARTBEAT_TIMEOUT_S = 30  # jax.distributed's own default is 100 s
+PEER_LOST_EXIT_CODE = 6           # SIGABRT's number: JAX aborts a process whose peer died (made a plain exit)
+_PEER_LOST = "lost contact with another process of this run"
+_RERUN = "rerun the same command on every process to resume from the last checkpoint"
+
+
 def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  num_processes: int | None = None,
-                                 process_id: int | None = None) -> bool:
+                                 process_id: int | None = None,
+                                 heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S) -> bool:
     """Start multi-process JAX when the command line or the cluster asks for it.
 
     Explicit flags win.  Without flags, JAX's own cluster detection is tried
     where it exists (Cloud TPU pods, Slurm, Open MPI); on a plain machine
     nothing happens.  Must run before any other JAX call.  Returns True when
     jax.distributed was initialized.
-    """
-    import jax
 
+    A dead peer: JAX's coordination service notices missing heartbeats after
+    `heartbeat_timeout_s` and aborts every other process with a C++ fatal log
+    and a stack dump; a collective already waiting on the peer fails at once.
+    Both end as ONE line and exit code PEER_LOST_EXIT_CODE (`_guard_stderr`,
+    `exit_if_peer_lost`).
+    """
     explicit = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
@@ -84,13 +98,18 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
                             "--process_id (or none of them, for auto-detection)")
         if not 0 <= int(process_id) < int(num_processes):
             raise UserError(f"--process_id must be in [0, {num_processes}), got {process_id}")
-        jax.distributed.initialize(coordinator_address, num_processes=int(num_processes),
-                                   process_id=int(process_id))
-        return True
-    if _cluster_detected():
-        jax.distributed.initialize()  # JAX auto-detects coordinator and ranks
-        return True
-    return False
+        where = dict(coordinator_address=coordinator_address, num_processes=int(num_processes),
+                     process_id=int(process_id))
+    elif _cluster_detected():
+        where = {}  # JAX auto-detects coordinator and ranks
+    else:
+        return False
+    if int(heartbeat_timeout_s) < 1:
+        raise UserError(f"--heartbeat_timeout_seconds must be >= 1, got {heartbeat_timeout_s}")
+    _guard_stderr()
+    import jax
+    jax.distributed.initialize(**where, heartbeat_timeout_seconds=int(heartbeat_timeout_s))
+    return True
 
 
 def _cluster_detected() -> bool:
@@ -107,6 +126,141 @@ def _cluster_detected() -> bool:
     except Exception:
         pass
     return slurm or mpi or tpu
+
+
+def _peer_lost_line(why: str) -> str:
+    return f"t5x-lite train: error: {_PEER_LOST} ({why}); {_RERUN}"
+
+
+def peer_lost(why: str):
+    """End this process now with one line: a peer died.  os._exit, because a normal exit would wait in
+    JAX's shutdown barrier (and Orbax's) for the dead peer."""
+    try:
+        sys.stderr.flush()
+    finally:
+        os.write(2, (_peer_lost_line(why) + "\n").encode())
+        os._exit(PEER_LOST_EXIT_CODE)
+
+
+def _peer_failure(e: BaseException) -> str | None:
+    """A short reason if `e` (or its cause) is a multi-process collective or barrier that failed because
+    another process is gone; None for any other error."""
+    import jax
+    if jax.process_count() == 1:
+        return None
+    while e is not None:
+        msg = str(e).strip().split("\n")[0]
+        if isinstance(e, jax.errors.JaxRuntimeError) and re.search(
+                r"Gloo|NCCL|[Pp]eer|heartbeat|[Bb]arrier|UNAVAILABLE|[Cc]oordination|Socket closed|Connection", msg):
+            return re.sub(r"\[[^\]]*\.cc:\d+\] ", "", msg)[:200]
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def exit_if_peer_lost():
+    """Inside: a collective that fails because a peer died ends the process at once with one line."""
+    try:
+        yield
+    except Exception as e:
+        why = _peer_failure(e)
+        if why is None:
+            raise
+        peer_lost(why)
+
+
+def _guard_stderr() -> None:
+    """Route fd 2 through `_stderr_guard`, a small filter process that outlives this one.  JAX's
+    coordination service ends a process whose peer died with LOG(FATAL): a fatal line, a stack dump,
+    other threads' tracebacks, then abort().  The filter replaces all that with one line; the abort
+    becomes _exit(6) (no core dump, no "Aborted" from the shell).  Everything else passes unchanged
+    (W/E/F log lines are held up to 3 s first, in case a fatal line follows)."""
+    import ctypes
+    import subprocess
+
+    if os.environ.get("T5X_LITE_RAW_STDERR") == "1":  # debugging: JAX's own output, unfiltered
+        return
+    sys.stderr.flush()
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import sys; sys.path.insert(0, {parent!r}); "
+            "from t5x_lite.partitioning import _stderr_guard; _stderr_guard()")
+    guard = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=2, stderr=2)
+    os.dup2(guard.stdin.fileno(), 2)
+    guard.stdin.close()
+    try:
+        libc = ctypes.CDLL(None)
+        libc.signal.argtypes, libc.signal.restype = (ctypes.c_int, ctypes.c_void_p), ctypes.c_void_p
+        libc.signal(signal.SIGABRT, ctypes.cast(libc._exit, ctypes.c_void_p))  # handler(6) = _exit(6)
+    except (OSError, AttributeError):  # no C library to ask: the abort stays an abort
+        pass
+
+
+_NOISY = re.compile(rb"[WEF]\d{4} \d\d:\d\d:\d\d|ERROR:absl:")
+_FATAL = b"Terminating process because the JAX distributed service detected fatal errors"
+
+
+def _fatal_reason(text: bytes) -> str:
+    m = re.search(rb"stopped sending heartbeats\):\s*([\d, \n]+?)\s*\n\D", text) or \
+        re.search(rb"Task (\d+) heartbeat timeout", text)
+    if m:
+        return f"process {' '.join(m.group(1).decode().split())} stopped sending heartbeats"
+    if re.search(rb"Socket closed|Connection refused|Failed to connect|UNAVAILABLE", text):
+        return "process 0, the coordinator, is unreachable"
+    return "JAX's distributed service reported a fatal error"
+
+
+def _stderr_guard(inp: int = 0, out: int = 1, hold_s: float = 3.0) -> None:
+    """The filter of `_guard_stderr` (runs in its own process until its input closes)."""
+    import select
+    import time
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # live until the trainer's last byte, whatever it is sent
+    ours = (": error: " + _PEER_LOST).encode()
+    held, fatal, buf, until, last, done, eof = [], [], b"", 0.0, b"\n", False, False
+
+    def write(data: bytes, fresh_line: bool = False) -> None:
+        nonlocal last
+        data = b"\n" + data if fresh_line and last != b"\n" else data
+        last = data[-1:] or last
+        while data:
+            data = data[os.write(out, data):]
+
+    while not eof and not done:
+        if select.select([inp], [], [], 0.1)[0]:
+            data = os.read(inp, 1 << 16)
+            buf, eof = buf + data, not data
+        *parts, buf = re.split(rb"(?<=[\r\n])", buf)
+        if eof:
+            parts, buf = parts + [buf], b""
+        for seg in parts:
+            noisy = _NOISY.search(seg)
+            if noisy and noisy.start() and not held and not fatal:  # a log line right after a progress bar
+                write(seg[:noisy.start()])
+                seg = seg[noisy.start():]
+            if fatal or _FATAL in seg:  # JAX's fatal line and everything after it
+                fatal.append(seg)
+                until = until if len(fatal) > 1 else time.monotonic() + 1.0
+            elif ours in seg:  # the trainer's own peer-lost line (exit_if_peer_lost) is the last word
+                write(seg, fresh_line=True)
+                done = True
+                break
+            elif held or noisy:
+                until = until if held else time.monotonic() + hold_s
+                held.append(seg)
+            else:
+                write(seg)
+        if fatal and (eof or time.monotonic() > until):
+            write((_peer_lost_line(_fatal_reason(b"".join(held + fatal))) + "\n").encode(), fresh_line=True)
+            done = True
+        elif held and (eof or time.monotonic() > until):
+            write(b"".join(held))
+            held = []
+        if buf and not held and not fatal and buf[:1] not in (b"W", b"E", b"F"):
+            write(buf)  # a partial line (a progress bar) goes out at once
+            buf = b""
+    while os.read(inp, 1 << 16):  # after the one line: swallow the rest until the trainer is gone
+        pass
 
 
 # ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     t5x-lite train [--config configs/NAME.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
                    [--gin_file FILE.gin ...] [--gin_bindings 'KEY = VALUE' ...] [--module NAME ...]
                    [--coordinator_address HOST:PORT --num_processes N --process_id I]
+                   [--heartbeat_timeout_seconds S]
 
 Without --config the embedded default (t5x_lite/train/default_config.py, which
 declares every key with its default) is trained.  Order of precedence: the config
@@ -36,6 +37,9 @@ flags:
                            MIXTURE_OR_TASK_MODULE)
   --coordinator_address, --num_processes, --process_id
                            multi-host (jax.distributed); auto-detected on TPU pods / Slurm / Open MPI
+  --heartbeat_timeout_seconds S
+                           multi-host: a process that dies is noticed by the others after S seconds
+                           (default 30); they exit with one line (docs/training.md, "Resume, faults")
   --print_config           print the config and exit
   -h, --help               this help
 
@@ -60,6 +64,8 @@ def parse_args(argv: list[str]):
         flags.DEFINE_string("coordinator_address", None, "multi-host coordinator HOST:PORT", flag_values=fv)
         flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
         flags.DEFINE_integer("process_id", None, "multi-host: this process's id", flag_values=fv)
+        flags.DEFINE_integer("heartbeat_timeout_seconds", partitioning.DEFAULT_HEARTBEAT_TIMEOUT_S,
+                             "multi-host: seconds until a dead process is noticed", flag_values=fv)
         flags.DEFINE_boolean("print_config", False, "print the config and exit", flag_values=fv)
         rest = fv(["t5x-lite train"] + argv)
         config = fv.config
@@ -74,7 +80,8 @@ def parse_args(argv: list[str]):
         raise UserError(f"unexpected positional arguments: {' '.join(rest[1:])}")
     opts = types.SimpleNamespace(workdir=fv.workdir, modules=list(fv.module), notes=[],
                                  print_config=fv.print_config, coordinator_address=fv.coordinator_address,
-                                 num_processes=fv.num_processes, process_id=fv.process_id)
+                                 num_processes=fv.num_processes, process_id=fv.process_id,
+                                 heartbeat_timeout_s=fv.heartbeat_timeout_seconds)
     if fv.gin_file or fv.gin_bindings:
         from t5x_lite.train import config as config_lib  # lazy: keeps `t5x-lite train --help` fast (no jax)
         gin = config_lib.apply_gin(config, fv.gin_file, fv.gin_bindings)
@@ -176,7 +183,8 @@ def main(argv: list[str]) -> int:
         raise UserError("--workdir is required (where checkpoints and metrics go)")
     errors.ensure_dir(opts.workdir, "--workdir")   # before any work: a file or unwritable place is one line
     errors.import_modules(opts.modules)  # before the loop looks up config.data.task
-    partitioning.maybe_initialize_distributed(opts.coordinator_address, opts.num_processes, opts.process_id)
+    partitioning.maybe_initialize_distributed(opts.coordinator_address, opts.num_processes, opts.process_id,
+                                              opts.heartbeat_timeout_s)
     from t5x_lite.train.loop import train  # lazy: keeps `t5x-lite train --help` fast (no jax)
     return train(config, opts.workdir)
 
