@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -281,6 +282,26 @@ def save_best_params(directory: str, params: Any, config: dict, step: int) -> st
 TRAIN_ITEMS = ("params", "opt_state", "data_iter", "config")
 
 
+class SaveFailed(UserError):
+    """A training checkpoint that could not be written (disk full, permissions, ...).  Orbax
+    renames a step into place only when complete, so the steps before it are intact."""
+
+
+class _QuietFailedSaves(logging.Filter):
+    """Orbax logs a failed background save from each of its threads, and asyncio each of its write
+    futures, traceback and all (hundreds of lines); the same error is raised in the main thread,
+    where TrainCheckpointer makes it one line."""
+
+    def filter(self, record):
+        if not (record.exc_info and record.exc_info[1] is not None and record.levelno >= logging.ERROR):
+            return True
+        files, tb = [record.pathname], record.exc_info[2]
+        while tb is not None:
+            files.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        return not any(f"{os.sep}orbax{os.sep}" in f for f in files)
+
+
 class TrainCheckpointer:
     """Async, keep-N training checkpoints in the layout above.
 
@@ -299,20 +320,38 @@ class TrainCheckpointer:
                 create=True, max_to_keep=keep if keep and keep > 0 else None,
                 enable_async_checkpointing=async_save, cleanup_tmp_directories=True),
             item_handlers=_item_handlers(TRAIN_ITEMS + (CHECKSUMS,)))
+        self._pending = None  # the step of the last save started (it may still be writing)
+        for logger in (logging.getLogger("absl"), logging.getLogger("asyncio")):
+            if not any(isinstance(f, _QuietFailedSaves) for f in logger.filters):
+                logger.addFilter(_QuietFailedSaves())
 
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
+
+    def _failed(self, e: BaseException, step) -> SaveFailed:
+        listed = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        done = sorted(int(d) for d in listed if d.isdigit())  # complete steps only (Orbax renames when done)
+        why = "disk full" if "RESOURCE_EXHAUSTED" in str(e) + str(e.__cause__) else "write error"
+        last = f"step {done[-1]}, is intact" if done else "none (no complete checkpoint yet)"
+        return SaveFailed(f"saving checkpoint step {step} to {self.directory} failed ({why}: {_short(e, 160)}); "
+                          f"the last complete checkpoint, {last}: fix the cause and rerun the same command "
+                          "to resume from it")
 
     def save(self, step: int, state: dict, data_iter: dict | None, config: dict, *, force: bool = True) -> bool:
         data_iter = data_iter if data_iter is not None else {}
         arrays = {**_flat(state["params"], "params"), **_flat(state["opt_state"], "opt_state")}
         sums = _checksums(arrays, {"data_iter": data_iter, "config": config})
-        return self._mngr.save(int(step), force=force, args=ocp.args.Composite(**{
-            "params": ocp.args.StandardSave(state["params"]),
-            "opt_state": ocp.args.StandardSave(state["opt_state"]),
-            "data_iter": ocp.args.JsonSave(data_iter),
-            "config": ocp.args.JsonSave(config),
-            CHECKSUMS: ocp.args.JsonSave(sums)}))
+        try:  # Orbax first waits for the previous save: its failure surfaces here
+            saved = self._mngr.save(int(step), force=force, args=ocp.args.Composite(**{
+                "params": ocp.args.StandardSave(state["params"]),
+                "opt_state": ocp.args.StandardSave(state["opt_state"]),
+                "data_iter": ocp.args.JsonSave(data_iter),
+                "config": ocp.args.JsonSave(config),
+                CHECKSUMS: ocp.args.JsonSave(sums)}))
+        except Exception as e:
+            raise self._failed(e, self._pending if self._pending is not None else step) from None
+        self._pending = int(step)
+        return saved
 
     def restore(self, step: int, abstract_state: dict, model: dict | None = None) -> tuple[dict, dict, dict]:
         """(state, data_iter state, config) of `step`, verified; `abstract_state` as in the train
@@ -388,8 +427,13 @@ class TrainCheckpointer:
         return dst
 
     def wait(self) -> None:
-        self._mngr.wait_until_finished()
+        try:
+            self._mngr.wait_until_finished()
+        except Exception as e:
+            raise self._failed(e, self._pending) from None
 
     def close(self) -> None:
-        self._mngr.wait_until_finished()
-        self._mngr.close()
+        try:
+            self.wait()
+        finally:
+            self._mngr.close()

@@ -11,7 +11,10 @@ bit-identical steps from the last complete checkpoint (CPU; on accelerators
 as deterministic as XLA's kernels).
 
 Faults:
-  * SIGTERM (preemption): finish the current step, save, exit 0.
+  * SIGTERM (preemption): finish the current step, save, exit 0 (all processes of a multi-host
+    run save the same step, whichever of them got the signal).
+  * a dead peer (multi-host): the others exit with one line and code 6 within
+    --heartbeat_timeout_seconds (t5x_lite/partitioning.py); rerun the same command to resume.
   * NaN/Inf loss or gradient norm: stop before the next save, exit 1 with one
     line naming the step; the last good checkpoint is left intact.
   * bad config: UserError -> one line, exit 2 (t5x_lite.cli).
@@ -23,6 +26,7 @@ metrics.jsonl, TensorBoard events, best_checkpoints.json and best/<metric>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -121,7 +125,8 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
 
         # --- the loop ---
         code, step = 0, start
-        with _Preemption() as preempt:
+        # the logger is closed however the loop ends, so an error line starts below the progress bar
+        with _Preemption() as preempt, partitioning.exit_if_peer_lost(), contextlib.closing(log):
             for step in range(start + 1, num_steps + 1):
                 state, m = train_step(state, partitioning.global_batch(next(train_it), mesh))
                 log.append(step, m)
@@ -152,7 +157,6 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
                 if stop:
                     _log(f"SIGTERM: saved checkpoint at step {step}; exiting")
                     break
-        log.close()
         ckpt.wait()
         if code == 0:
             _log(f"done at step {step}; checkpoints in {ckpt.directory}")
@@ -226,13 +230,24 @@ def _log(msg: str) -> None:
 
 
 class _Preemption:
-    """SIGTERM -> flag; the loop saves and exits 0 at the end of the current step."""
+    """SIGTERM -> the loop saves and exits 0 at the end of the current step.
+
+    Several processes must stop at the same step.  JAX's preemption sync manager (started by
+    jax.distributed.initialize) catches SIGTERM on any process from JAX's start on and names one
+    step for all (reached_preemption_sync_point, called every step); without it, a Python handler
+    sets a flag and the processes OR their flags at log steps."""
 
     def __init__(self):
         self.requested = False
         self._old = None
+        self._jax_sync = False
 
     def __enter__(self):
+        if jax.process_count() > 1:
+            from jax._src import distributed
+            self._jax_sync = getattr(distributed.global_state, "preemption_sync_manager", None) is not None
+            if self._jax_sync:
+                return self  # a Python handler would replace JAX's
         try:
             self._old = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. called from a test thread)
@@ -243,10 +258,12 @@ class _Preemption:
         self.requested = True
 
     def requested_at(self, step: int, log_every: int) -> bool:
-        """Stop after `step`?  With several processes, all must agree on the step they stop at,
-        so they compare flags (a collective) at log steps only."""
+        """Stop after `step`?  With several processes, all must agree on the step they stop at:
+        JAX's sync point, else an OR of the flags (a collective) at log steps only."""
         if jax.process_count() == 1:
             return self.requested
+        if self._jax_sync:
+            return multihost_utils.reached_preemption_sync_point(step)
         if step % log_every:
             return False
         flags = multihost_utils.process_allgather(np.array([int(self.requested)], np.int32))
