@@ -295,3 +295,41 @@ def test_failed_save_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_p
     finally:
         if how == "disk-full":
             subprocess.run(["umount", str(ckdir)], capture_output=True)
+
+
+# ----------------------------------------------------------------------------
+# A change of process count
+# ----------------------------------------------------------------------------
+
+def _data_item(ckdir, step):
+    return checkpoints.ocp.CheckpointManager(str(ckdir)).restore(
+        step, args=checkpoints.ocp.args.Composite(data_iter=checkpoints.ocp.args.JsonRestore()))["data_iter"]
+
+
+def _reshard_warning(step, saved, now):
+    return (f"[t5x-lite train] warning: step {step} holds the data iterator states of {saved} process(es) and this "
+            f"run has {now}, so the data pipeline starts again at the first document of its {now}-process order: "
+            f"documents already trained on (steps 1-{step}) are read again in this epoch, none is skipped")
+
+
+@slow
+def test_a_change_of_process_count_resumes_and_says_what_happens_to_the_data(tmp_path):
+    """2 processes -> 1 (with the same 4 devices) -> 2.  Each process reads a shuffle of its own share of
+    the documents, so a data state cannot be resharded: the warning says what happens instead."""
+    wd = tmp_path / "wd"
+    ckdir = wd / "checkpoints"
+    _run(wd, 2, "--config.train.checkpoint_every=2")
+    one = subprocess.run([sys.executable, "-m", "t5x_lite.cli", "train", "--workdir", str(wd), *TINY,
+                          "--config.train.checkpoint_every=2", "--config.train.num_steps=4"], cwd=REPO,
+                         env=jax_cache_env(dict(os.environ, JAX_NUM_CPU_DEVICES="4")), capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    lines = [s for s in re.split(r"[\r\n]", one.stderr) if "warning" in s]
+    assert lines == [_reshard_warning(2, 2, 1)], lines
+    assert f"resumed from {ckdir} step 2" in one.stderr
+    assert _data_item(ckdir, 4)["process_count"] == 1  # from here on, 1-process resumes are exact again
+
+    texts = _run(wd, 6, "--config.train.checkpoint_every=2", tag="back-to-2")
+    assert _reshard_warning(4, 1, 2) in texts[0] and f"resumed from {ckdir} step 4" in texts[0], texts[0][-3000:]
+    assert _data_item(ckdir, 6)["process_count"] == 2
+    assert [r["step"] for r in _rows(wd)] == [1, 2, 3, 4, 5, 6]

@@ -181,8 +181,12 @@ def _restore(ckpt, abstract, shardings, resolved):
     if data_item.get("process_count") == jax.process_count() and len(states) == jax.process_count():
         data_state = states[jax.process_index()]
     else:
-        _log(f"warning: checkpoint data state is for {data_item.get('process_count')} processes; "
-             "the data pipeline restarts from the beginning")
+        saved, n = data_item.get("process_count"), jax.process_count()
+        held = f"the data iterator states of {saved} process(es)" if saved else "no data iterator state"
+        # Each process reads a shuffle of its own 1/n of the documents, so a state cannot be resharded.
+        _log(f"warning: step {step} holds {held} and this run has {n}, so the data pipeline starts again "
+             f"at the first document of its {n}-process order: documents already trained on (steps 1-{step}) "
+             "are read again in this epoch, none is skipped")
     _log(f"resumed from {ckpt.directory} step {step}")
     return step, state, data_state
 
