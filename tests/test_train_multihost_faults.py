@@ -80,6 +80,28 @@ def test_stderr_guard_lets_the_trainers_own_line_be_the_last_word():
     assert _guard(b"progress\r" + own + JAX_FATAL) == b"progress\r\n" + own
 
 
+def test_peer_failure_recognises_a_collective_that_lost_its_peer_and_nothing_else(monkeypatch):
+    import jax
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    gloo = jax.errors.JaxRuntimeError("UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc"
+                                      ":538] Read error [127.0.0.1]:42894: Connection reset by peer")
+    why = "UNKNOWN: Gloo AllGather failed: Read error [127.0.0.1]:42894: Connection reset by peer"
+    assert partitioning._peer_failure(gloo) == why
+    wrapped = TimeoutError("Timed out while waiting for the async_write_complete barrier")
+    wrapped.__cause__ = gloo
+    assert partitioning._peer_failure(wrapped) == why
+    assert partitioning._peer_failure(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory")) is None
+    assert partitioning._peer_failure(ConnectionError("Connection reset by peer")) is None  # not from JAX
+    monkeypatch.setattr(jax, "process_count", lambda: 1)
+    assert partitioning._peer_failure(gloo) is None  # one process has no peers
+
+
+def test_heartbeat_timeout_must_be_positive():
+    with pytest.raises(partitioning.UserError, match="--heartbeat_timeout_seconds must be >= 1, got 0"):
+        partitioning.maybe_initialize_distributed("127.0.0.1:1", 2, 0, heartbeat_timeout_s=0)
+    assert partitioning.DEFAULT_HEARTBEAT_TIMEOUT_S == 30
+
+
 # ----------------------------------------------------------------------------
 # Two processes
 # ----------------------------------------------------------------------------
