@@ -299,7 +299,8 @@ class _QuietFailedSaves(logging.Filter):
         while tb is not None:
             files.append(tb.tb_frame.f_code.co_filename)
             tb = tb.tb_next
-        return not any(f"{os.sep}orbax{os.sep}" in f for f in files)
+        return not (any(f"{os.sep}orbax{os.sep}" in f for f in files)  # a write future without a traceback:
+                    or ".orbax-checkpoint-tmp" in str(record.exc_info[1]))  # the path of the step being written
 
 
 class TrainCheckpointer:
