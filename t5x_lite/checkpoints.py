@@ -330,6 +330,10 @@ class TrainCheckpointer:
         return self._mngr.latest_step()
 
     def _failed(self, e: BaseException, step) -> SaveFailed:
+        from t5x_lite import partitioning
+        why = partitioning.peer_failure(e)
+        if why is not None:  # a save barrier that failed because another process died: not a failed save
+            partitioning.peer_lost(why)
         listed = os.listdir(self.directory) if os.path.isdir(self.directory) else []
         done = sorted(int(d) for d in listed if d.isdigit())  # complete steps only (Orbax renames when done)
         why = "disk full" if "RESOURCE_EXHAUSTED" in str(e) + str(e.__cause__) else "write error"

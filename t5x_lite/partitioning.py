@@ -142,7 +142,7 @@ def peer_lost(why: str):
         os._exit(PEER_LOST_EXIT_CODE)
 
 
-def _peer_failure(e: BaseException) -> str | None:
+def peer_failure(e: BaseException) -> str | None:
     """A short reason if `e` (or its cause) is a multi-process collective or barrier that failed because
     another process is gone; None for any other error."""
     import jax
@@ -163,7 +163,7 @@ def exit_if_peer_lost():
     try:
         yield
     except Exception as e:
-        why = _peer_failure(e)
+        why = peer_failure(e)
         if why is None:
             raise
         peer_lost(why)

@@ -86,14 +86,14 @@ def test_peer_failure_recognises_a_collective_that_lost_its_peer_and_nothing_els
     gloo = jax.errors.JaxRuntimeError("UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc"
                                       ":538] Read error [127.0.0.1]:42894: Connection reset by peer")
     why = "UNKNOWN: Gloo AllGather failed: Read error [127.0.0.1]:42894: Connection reset by peer"
-    assert partitioning._peer_failure(gloo) == why
+    assert partitioning.peer_failure(gloo) == why
     wrapped = TimeoutError("Timed out while waiting for the async_write_complete barrier")
     wrapped.__cause__ = gloo
-    assert partitioning._peer_failure(wrapped) == why
-    assert partitioning._peer_failure(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory")) is None
-    assert partitioning._peer_failure(ConnectionError("Connection reset by peer")) is None  # not from JAX
+    assert partitioning.peer_failure(wrapped) == why
+    assert partitioning.peer_failure(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory")) is None
+    assert partitioning.peer_failure(ConnectionError("Connection reset by peer")) is None  # not from JAX
     monkeypatch.setattr(jax, "process_count", lambda: 1)
-    assert partitioning._peer_failure(gloo) is None  # one process has no peers
+    assert partitioning.peer_failure(gloo) is None  # one process has no peers
 
 
 def test_heartbeat_timeout_must_be_positive():
