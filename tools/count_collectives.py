@@ -23,70 +23,14 @@ times say nothing about a real accelerator mesh; the counts do.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import statistics
-import sys
-import tempfile
 import time
 
-COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
-# `%name = f32[..] all-gather(...)` or the async `all-gather-start(...)`; `-done` is not a second one.
-_OP = re.compile(r"= (\S.*?) (" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
-_ARRAY = re.compile(r"\b(pred|[a-z]+)(\d*)\[([\d,]*)\]")
-
-
-def _bytes(result_type: str) -> int:
-    """Size of an HLO result type such as `f32[4,8]{1,0}` or a tuple of them (pred = 1 byte)."""
-    total = 0
-    for kind, bits, dims in _ARRAY.findall(result_type):
-        n = 1
-        for d in filter(None, dims.split(",")):
-            n *= int(d)
-        total += n * (1 if kind == "pred" or not bits else int(bits) // 8)
-    return total
-
-
-def count_collectives(hlo_text: str) -> tuple[dict[str, int], int]:
-    """(instructions of each collective, total bytes of their per-device results)."""
-    counts, size = dict.fromkeys(COLLECTIVES, 0), 0
-    for m in _OP.finditer(hlo_text):
-        counts[m.group(2)] += 1
-        size += _bytes(m.group(1))
-    return counts, size
-
-
-def count_constraints(stablehlo_text: str) -> int:
-    return len(re.findall(r"sdy\.sharding_constraint|custom_call @Sharding", stablehlo_text))
-
-
-@contextlib.contextmanager
-def _stderr_to(path):
-    """Redirect file descriptor 2 (where XLA's C++ logging goes) to `path`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def compile_counting_remats(lowered):
-    """(compiled, number of "Involuntary full rematerialization" reports of the SPMD partitioner:
-    a sharding it could not reach efficiently, so it replicated the tensor and re-partitioned it)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        log = os.path.join(tmp, "stderr")
-        with _stderr_to(log):
-            compiled = lowered.compile()
-        with open(log) as f:
-            remats = sum("Involuntary full rematerialization" in line for line in f)
-    return compiled, remats
+# the parsing lives in t5x_lite/train/hlo_stats.py (shared with `t5x-lite train --compile-only`)
+from t5x_lite.train.hlo_stats import (COLLECTIVES, compile_counting_remats,
+                                      count_collectives, count_constraints)
 
 
 def _parse():
