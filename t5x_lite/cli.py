@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         code = func(rest)
     except UserError as e:
         print(f"t5x-lite {name}: error: {e}", file=sys.stderr)
-        return UserError.exit_code
+        return e.exit_code   # 2; a subclass may say otherwise (train --compile-only: 3 = does not fit)
     except KeyboardInterrupt:
         print(f"t5x-lite {name}: interrupted", file=sys.stderr)
         return 130

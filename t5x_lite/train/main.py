@@ -4,6 +4,7 @@
                    [--gin_file FILE.gin ...] [--gin_bindings 'KEY = VALUE' ...] [--module NAME ...]
                    [--coordinator_address HOST:PORT --num_processes N --process_id I]
                    [--heartbeat_timeout_seconds S]
+    t5x-lite train [--config ...] --compile-only [--target KIND:N] [--memory_budget_gb G]
 
 Without --config the embedded default (t5x_lite/train/default_config.py, which
 declares every key with its default) is trained.  Order of precedence: the config
@@ -41,6 +42,12 @@ flags:
                            multi-host: a process that dies is noticed by the others after S seconds
                            (default 30); they exit with one line (docs/training.md, "Resume, faults")
   --print_config           print the config and exit
+  --compile-only           compile the train and eval steps for the mesh without initialising or
+                           training: memory per device, collectives, FLOPs, predicted step time;
+                           exit 0 if it fits, 3 if not (t5x_lite/train/compile_only.py; no --workdir)
+  --target KIND:N          with --compile-only: cpu:N (N emulated CPU devices), tpu-v4:N, tpu-v5e:N,
+                           tpu-v5p:N, tpu-v6e:N, h100:N, h200:N (memory checked against that chip's HBM)
+  --memory_budget_gb G     with --compile-only: the memory budget per device instead of the target's
   -h, --help               this help
 
 config keys, defaults and meanings: t5x_lite/train/default_config.py (docs/training.md)
@@ -67,6 +74,9 @@ def parse_args(argv: list[str]):
         flags.DEFINE_integer("heartbeat_timeout_seconds", partitioning.DEFAULT_HEARTBEAT_TIMEOUT_S,
                              "multi-host: seconds until a dead process is noticed", flag_values=fv)
         flags.DEFINE_boolean("print_config", False, "print the config and exit", flag_values=fv)
+        flags.DEFINE_boolean("compile-only", False, "compile for the mesh and report; no training", flag_values=fv)
+        flags.DEFINE_string("target", None, "--compile-only: KIND:N, e.g. tpu-v4:16", flag_values=fv)
+        flags.DEFINE_float("memory_budget_gb", None, "--compile-only: GiB per device", flag_values=fv)
         rest = fv(["t5x-lite train"] + argv)
         config = fv.config
         if not isinstance(config, ml_collections.ConfigDict):  # a failed load hides in an _ErrorConfig
@@ -81,7 +91,11 @@ def parse_args(argv: list[str]):
     opts = types.SimpleNamespace(workdir=fv.workdir, modules=list(fv.module), notes=[],
                                  print_config=fv.print_config, coordinator_address=fv.coordinator_address,
                                  num_processes=fv.num_processes, process_id=fv.process_id,
-                                 heartbeat_timeout_s=fv.heartbeat_timeout_seconds)
+                                 heartbeat_timeout_s=fv.heartbeat_timeout_seconds,
+                                 compile_only=fv["compile-only"].value, target=fv.target,
+                                 memory_budget_gb=fv.memory_budget_gb)
+    if (opts.target or opts.memory_budget_gb is not None) and not opts.compile_only:
+        raise UserError("--target and --memory_budget_gb go with --compile-only")
     if fv.gin_file or fv.gin_bindings:
         from t5x_lite.train import config as config_lib  # lazy: keeps `t5x-lite train --help` fast (no jax)
         gin = config_lib.apply_gin(config, fv.gin_file, fv.gin_bindings)
@@ -179,6 +193,10 @@ def main(argv: list[str]) -> int:
         config_lib.validate(config)
         print(config)
         return 0
+    if opts.compile_only:
+        errors.import_modules(opts.modules)
+        from t5x_lite.train import compile_only  # lazy: keeps `t5x-lite train --help` fast (no jax)
+        return compile_only.run(config, opts.target, opts.memory_budget_gb, argv)
     if not opts.workdir:
         raise UserError("--workdir is required (where checkpoints and metrics go)")
     errors.ensure_dir(opts.workdir, "--workdir")   # before any work: a file or unwritable place is one line
