@@ -58,6 +58,17 @@ class DamagedCheckpoint(UserError):
         super().__init__(f"checkpoint {os.path.join(directory, str(step))} is damaged: {what}")
 
 
+def _unreadable(directory: str, step: int, what: str, e: BaseException) -> DamagedCheckpoint:
+    """DamagedCheckpoint for a read that failed, unless it failed because another process of a
+    multi-process run died: that ends this process with the peer-lost line instead (a healthy
+    step must not be set aside for it)."""
+    from t5x_lite import partitioning
+    why = partitioning.peer_failure(e)
+    if why is not None:
+        partitioning.peer_lost(why)
+    return DamagedCheckpoint(directory, step, f"{what} ({_short(e)})")
+
+
 def _item_handlers(item_names=None) -> dict:
     """Handlers for every item we may find, so Orbax can read any step's
     metadata without warning about items it "could not restore"."""
@@ -165,7 +176,7 @@ def _read_checksums(mngr, directory: str, step: int) -> dict | None:
     try:
         sums = mngr.restore(step, args=ocp.args.Composite(**{CHECKSUMS: ocp.args.JsonRestore()}))[CHECKSUMS]
     except Exception as e:
-        raise DamagedCheckpoint(directory, step, f"{CHECKSUMS}/ is unreadable ({_short(e)})") from None
+        raise _unreadable(directory, step, f"{CHECKSUMS}/ is unreadable", e) from None
     if not isinstance(sums, dict) or sums.get("version") != 1:
         raise DamagedCheckpoint(directory, step, f"{CHECKSUMS}/ is unreadable (no version 1 record)")
     return sums
@@ -262,7 +273,7 @@ def restore_params(directory: str, step: int | None = None, abstract_params: Any
                 target = abstract_params
             params = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
         except Exception as e:
-            raise DamagedCheckpoint(directory, step, f"params/ cannot be read ({_short(e)})") from None
+            raise _unreadable(directory, step, "params/ cannot be read", e) from None
     verify(directory, step, sums, _flat(params, "params"), {})
     return jax.tree.map(np.asarray, params) if abstract_params is None else params
 
@@ -372,8 +383,7 @@ class TrainCheckpointer:
             meta = mngr.item_metadata(step)
             saved_shapes = {k: sorted(tuple(m.shape) for m in jax.tree.leaves(meta[k])) for k in ("params", "opt_state")}
         except Exception as e:
-            raise DamagedCheckpoint(self.directory, step, f"its config, data or array metadata cannot be read "
-                                    f"({_short(e)})") from None
+            raise _unreadable(self.directory, step, "its config, data or array metadata cannot be read", e) from None
         config, data_iter = dict(small["config"] or {}), dict(small["data_iter"] or {})
         verify(self.directory, step, sums, {}, {"config": config, "data_iter": data_iter})
         if model is not None and config.get("model") != model:
@@ -388,8 +398,7 @@ class TrainCheckpointer:
                 params=ocp.args.StandardRestore(abstract_state["params"]),
                 opt_state=ocp.args.StandardRestore(abstract_state["opt_state"])))
         except Exception as e:
-            raise DamagedCheckpoint(self.directory, step, f"params/ or opt_state/ cannot be read "
-                                    f"({_short(e)})") from None
+            raise _unreadable(self.directory, step, "params/ or opt_state/ cannot be read", e) from None
         verify(self.directory, step, sums,
                {**_flat(out["params"], "params"), **_flat(out["opt_state"], "opt_state")}, {})
         sds = abstract_state["step"]

@@ -39,7 +39,7 @@ from jax.experimental import multihost_utils
 import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks the config may name)
 from t5x_lite import checkpoints, loading, partitioning
 from t5x_lite.data import make_pipeline
-from t5x_lite.errors import UserError, ensure_dir
+from t5x_lite.errors import ensure_dir
 from t5x_lite.evaluation.evaluator import make_train_evaluators
 from t5x_lite.train import config as config_lib
 from t5x_lite.train import metrics as metrics_lib
