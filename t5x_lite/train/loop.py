@@ -138,7 +138,8 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
                 if step % log_every == 0 or is_ckpt or is_eval or stop or last:  # log
                     bad = log.flush()
                     if bad is not None:
-                        _log(f"error: non-finite loss/gradient at step {bad[0]} (loss={bad[1]}, "
+                        what = "loss/gradient" if not np.isfinite([bad[1], bad[2]]).all() else "params (after the update)"
+                        _log(f"error: non-finite {what} at step {bad[0]} (loss={bad[1]}, "
                              f"grad_norm={bad[2]}); stopping. Last good checkpoint: "
                              f"{ckpt.latest_step() if ckpt.latest_step() is not None else 'none'} in {ckpt.directory}")
                         code = NAN_EXIT_CODE
