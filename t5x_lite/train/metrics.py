@@ -3,8 +3,10 @@ tracking, and MFU.
 
 MFU = model FLOPs per step / step time / (peak FLOP/s per device x devices).
 Model FLOPs come from t5x_lite.models.flops (6 x params x tokens plus attention,
-as MaxText counts them); the peak table below holds dense bf16 (and f32 where it
-differs) matmul peaks per device.
+as MaxText counts them); the peak table below holds the vendors' dense bf16 (and
+f32 where it differs) peaks per accelerator.  There is no CPU row: a CPU's peak
+depends on the model, its vector units and what else runs, so on CPU `mfu` is
+null and tools/bench_train.py measures a matmul peak in the same run instead.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from t5x_lite import checkpoints, jsonio
 from t5x_lite.errors import UserError, ensure_dir
 from t5x_lite.models.flops import flops_per_step
 
-# device_kind substring (lower case) -> peak FLOP/s per device, by compute dtype.
-# Accelerators: vendor dense (no sparsity) peaks.  CPU: a jitted 2048^3 matmul measured on
-# one 2-core AMD EPYC machine; other CPUs differ (an Intel Xeon with AMX measured ~3x more).
+# device_kind substring (lower case) -> peak FLOP/s per device, by compute dtype: the vendors'
+# dense (no sparsity) datasheet peaks.  No CPU entry (see the module docstring).
 PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("h200", {"bfloat16": 989e12, "float32": 67e12}),
     ("h100", {"bfloat16": 989e12, "float32": 67e12}),
@@ -37,7 +38,6 @@ PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("tpu v5e", {"bfloat16": 197e12, "float32": 197e12}),
     ("tpu v5", {"bfloat16": 459e12, "float32": 459e12}),
     ("tpu v4", {"bfloat16": 275e12, "float32": 275e12}),
-    ("cpu", {"bfloat16": 106e9, "float32": 110e9}),
 )
 
 
@@ -50,13 +50,9 @@ def peak_flops_per_device(device_kind: str, dtype: str = "bfloat16") -> float | 
 
 
 def device_peak(dtype: str = "bfloat16") -> float | None:
-    """Peak FLOP/s of this process's device kind (CPU devices share the machine's cores:
-    the table's CPU row is for the whole host, so it is divided by the local device count)."""
+    """Datasheet peak FLOP/s of this process's accelerator kind; None on CPU or an unknown chip."""
     dev = jax.devices()[0]
-    peak = peak_flops_per_device(dev.platform if dev.platform == "cpu" else dev.device_kind, dtype)
-    if peak is not None and dev.platform == "cpu":
-        peak /= jax.local_device_count()
-    return peak
+    return None if dev.platform == "cpu" else peak_flops_per_device(dev.device_kind, dtype)
 
 
 def mfu(flops_per_step: float | None, step_time_s: float, dtype: str = "bfloat16") -> float | None:
