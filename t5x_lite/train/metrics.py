@@ -6,7 +6,7 @@ Model FLOPs come from t5x_lite.models.flops (6 x params x tokens plus attention,
 as MaxText counts them); the peak table below holds the vendors' dense bf16 (and
 f32 where it differs) peaks per accelerator.  There is no CPU row: a CPU's peak
 depends on the model, its vector units and what else runs, so on CPU `mfu` is
-null and tools/bench_train.py measures a matmul peak in the same run instead.
+left out and tools/bench_train.py measures a matmul peak in the same run instead.
 """
 
 from __future__ import annotations
