@@ -121,6 +121,13 @@ def test_default_command_trains_and_writes_metrics_and_tensorboard(tmp_path):
         assert "mfu" not in r   # CPU: no peak is assumed, so no MFU is claimed
         assert r["learning_rate"] == pytest.approx(0.01) and 0 < r["loss"] < 20
     assert any("eval/loss" in r and r["step"] == 4 for r in rows)
+    # the run ends with a summary read back from metrics.jsonl: the last train loss and eval, what next
+    tail = [ln.split("] ", 1)[-1] for ln in proc.stderr.splitlines() if ln.startswith("[t5x-lite train]")]
+    i = next(k for k, ln in enumerate(tail) if ln.startswith("done at step 4 (4 steps in "))
+    last_eval = [r for r in rows if "eval/loss" in r][-1]
+    assert tail[i + 1] == f"  train loss {train_rows[-1]['loss']:.4f} at step 4"
+    assert tail[i + 2].startswith("  eval at step 4: ") and f"eval/loss {last_eval['eval/loss']:.4g}" in tail[i + 2]
+    assert tail[-1].startswith(f"  next: t5x-lite infer --checkpoint {wd}")
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd))
     assert sorted(os.listdir(wd / "checkpoints")) == ["2", "4"]
     cfg = config_lib_read(wd)

@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -124,7 +125,7 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
              f"steps {start} -> {num_steps}")
 
         # --- the loop ---
-        code, step = 0, start
+        code, step, t_start = 0, start, time.time()
         # the logger is closed however the loop ends, so an error line starts below the progress bar
         with _Preemption() as preempt, partitioning.exit_if_peer_lost(), contextlib.closing(log):
             for step in range(start + 1, num_steps + 1):
@@ -160,7 +161,9 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
                     break
         ckpt.wait()
         if code == 0:
-            _log(f"done at step {step}; checkpoints in {ckpt.directory}")
+            for line in metrics_lib.run_summary(workdir, ckpt.directory, start, step, time.time() - t_start,
+                                                best.best, tuple(config.evaluation.tasks)):
+                _log(line)
         return code
     finally:
         ckpt.close()

@@ -231,3 +231,41 @@ class BestTracker:
             with open(tmp, "w") as f:
                 jsonio.dump(self.best, f, indent=2, sort_keys=True)
             os.replace(tmp, self.path)
+
+
+def run_summary(workdir: str, ckpt_dir: str, start: int, step: int, wall_s: float, best: Mapping[str, Any],
+                eval_tasks=()) -> list[str]:
+    """The lines printed when a run ends: what it did, where it ended, its best results and the
+    command to run next (read back from metrics.jsonl, so a resumed run reports the whole run)."""
+    rows = []
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.endswith("\n")]
+    train = [r for r in rows if r.get("loss") is not None and r.get("step", 0) <= step]
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r) and r.get("step", 0) <= step]
+    lines = [f"done at step {step} ({step - start} steps in {_duration(wall_s)}); checkpoints in {ckpt_dir}"]
+    if train:
+        lines.append(f"  train loss {train[-1]['loss']:.4f} at step {train[-1]['step']}")
+    if evals:
+        shown = {k: v for k, v in evals[-1].items() if k.startswith("eval/") and isinstance(v, (int, float))}
+        lines.append(f"  eval at step {evals[-1]['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())))
+    with_ckpt = {k: v for k, v in best.items() if "checkpoint" in v}
+    for name, entry in sorted(with_ckpt.items())[:4]:
+        lines.append(f"  best {name} {entry['value']:.4g} at step {entry['step']}: "
+                     f"{os.path.join(workdir, entry['checkpoint'])}")
+    if with_ckpt and eval_tasks:
+        name, entry = sorted(with_ckpt.items())[0]
+        lines.append(f"  next: t5x-lite eval --checkpoint {os.path.join(workdir, entry['checkpoint'])} "
+                     f"--task {eval_tasks[0]} --output {os.path.join(workdir, 'eval')}")
+    else:
+        lines.append(f"  next: t5x-lite infer --checkpoint {workdir} --input PROMPTS.txt, or fine-tune with "
+                     f"--config.init_checkpoint={workdir}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m} min" if h else f"{m} min {s} s" if m else f"{s} s"
