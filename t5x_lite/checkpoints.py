@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import orbax.checkpoint as ocp
 
-from t5x_lite.errors import UserError
+from t5x_lite.errors import UserError, peer_failure, peer_lost
 
 CHECKSUMS = "checksums"
 
@@ -62,10 +62,9 @@ def _unreadable(directory: str, step: int, what: str, e: BaseException) -> Damag
     """DamagedCheckpoint for a read that failed, unless it failed because another process of a
     multi-process run died: that ends this process with the peer-lost line instead (a healthy
     step must not be set aside for it)."""
-    from t5x_lite import partitioning
-    why = partitioning.peer_failure(e)
+    why = peer_failure(e)
     if why is not None:
-        partitioning.peer_lost(why)
+        peer_lost(why)
     return DamagedCheckpoint(directory, step, f"{what} ({_short(e)})")
 
 
@@ -341,10 +340,9 @@ class TrainCheckpointer:
         return self._mngr.latest_step()
 
     def _failed(self, e: BaseException, step) -> SaveFailed:
-        from t5x_lite import partitioning
-        why = partitioning.peer_failure(e)
+        why = peer_failure(e)
         if why is not None:  # a save barrier that failed because another process died: not a failed save
-            partitioning.peer_lost(why)
+            peer_lost(why)
         listed = os.listdir(self.directory) if os.path.isdir(self.directory) else []
         done = sorted(int(d) for d in listed if d.isdigit())  # complete steps only (Orbax renames when done)
         why = "disk full" if "RESOURCE_EXHAUSTED" in str(e) + str(e.__cause__) else "write error"
@@ -381,7 +379,8 @@ class TrainCheckpointer:
             small = mngr.restore(step, args=ocp.args.Composite(
                 data_iter=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
             meta = mngr.item_metadata(step)
-            saved_shapes = {k: sorted(tuple(m.shape) for m in jax.tree.leaves(meta[k])) for k in ("params", "opt_state")}
+            saved_shapes = {k: sorted(tuple(m.shape) for m in jax.tree.leaves(meta[k]))
+                            for k in ("params", "opt_state")}
         except Exception as e:
             raise _unreadable(self.directory, step, "its config, data or array metadata cannot be read", e) from None
         config, data_iter = dict(small["config"] or {}), dict(small["data_iter"] or {})

@@ -15,6 +15,8 @@ import argparse
 import errno
 import importlib
 import os
+import re
+import sys
 
 
 class UserError(Exception):
@@ -87,3 +89,41 @@ def _why(path: str, e: OSError) -> str:
                 return f"{parent} is a file, not a directory"
             parent = os.path.dirname(parent)
     return e.strerror or type(e).__name__
+
+
+# ----------------------------------------------------------------------------
+# Multi-process: another process of the run died (one line, exit 6)
+# ----------------------------------------------------------------------------
+
+PEER_LOST_EXIT_CODE = 6           # SIGABRT's number: JAX aborts a process whose peer died (made a plain exit)
+_PEER_LOST = "lost contact with another process of this run"
+_RERUN = "rerun the same command on every process to resume from the last checkpoint"
+
+
+def _peer_lost_line(why: str) -> str:
+    return f"t5x-lite train: error: {_PEER_LOST} ({why}); {_RERUN}"
+
+
+def peer_lost(why: str):
+    """End this process now with one line: a peer died.  os._exit, because a normal exit would wait in
+    JAX's shutdown barrier (and Orbax's) for the dead peer."""
+    try:
+        sys.stderr.flush()
+    finally:
+        os.write(2, (_peer_lost_line(why) + "\n").encode())
+        os._exit(PEER_LOST_EXIT_CODE)
+
+
+def peer_failure(e: BaseException) -> str | None:
+    """A short reason if `e` (or its cause) is a multi-process collective or barrier that failed because
+    another process is gone; None for any other error."""
+    import jax
+    if jax.process_count() == 1:
+        return None
+    while e is not None:
+        msg = str(e).strip().split("\n")[0]
+        if isinstance(e, jax.errors.JaxRuntimeError) and re.search(
+                r"Gloo|NCCL|[Pp]eer|heartbeat|[Bb]arrier|UNAVAILABLE|[Cc]oordination|Socket closed|Connection", msg):
+            return re.sub(r"\[[^\]]*\.cc:\d+\] ", "", msg)[:200]
+        e = e.__cause__ or e.__context__
+    return None

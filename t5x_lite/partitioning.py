@@ -35,7 +35,8 @@ import signal
 import sys
 from typing import Any, Mapping, Sequence
 
-from t5x_lite.errors import UserError
+from t5x_lite.errors import (PEER_LOST_EXIT_CODE, _PEER_LOST, UserError, _peer_lost_line,  # noqa: F401
+                             peer_failure, peer_lost)
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -69,9 +70,6 @@ BATCH_AXES = ("data", "fsdp")
 # ----------------------------------------------------------------------------
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30  # jax.distributed's own default is 100 s
-PEER_LOST_EXIT_CODE = 6           # SIGABRT's number: JAX aborts a process whose peer died (made a plain exit)
-_PEER_LOST = "lost contact with another process of this run"
-_RERUN = "rerun the same command on every process to resume from the last checkpoint"
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
@@ -126,35 +124,6 @@ def _cluster_detected() -> bool:
     except Exception:
         pass
     return slurm or mpi or tpu
-
-
-def _peer_lost_line(why: str) -> str:
-    return f"t5x-lite train: error: {_PEER_LOST} ({why}); {_RERUN}"
-
-
-def peer_lost(why: str):
-    """End this process now with one line: a peer died.  os._exit, because a normal exit would wait in
-    JAX's shutdown barrier (and Orbax's) for the dead peer."""
-    try:
-        sys.stderr.flush()
-    finally:
-        os.write(2, (_peer_lost_line(why) + "\n").encode())
-        os._exit(PEER_LOST_EXIT_CODE)
-
-
-def peer_failure(e: BaseException) -> str | None:
-    """A short reason if `e` (or its cause) is a multi-process collective or barrier that failed because
-    another process is gone; None for any other error."""
-    import jax
-    if jax.process_count() == 1:
-        return None
-    while e is not None:
-        msg = str(e).strip().split("\n")[0]
-        if isinstance(e, jax.errors.JaxRuntimeError) and re.search(
-                r"Gloo|NCCL|[Pp]eer|heartbeat|[Bb]arrier|UNAVAILABLE|[Cc]oordination|Socket closed|Connection", msg):
-            return re.sub(r"\[[^\]]*\.cc:\d+\] ", "", msg)[:200]
-        e = e.__cause__ or e.__context__
-    return None
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ PACKAGE = pathlib.Path(t5x_lite.__file__).parent
 # (layer, module prefixes), left to right.  A module may import modules of its own layer or of a layer
 # to its left.  The package itself (t5x_lite/__init__.py) only holds __version__: it sits with errors.
 LAYERS = [
-    ("errors", ("t5x_lite.errors",)),
+    ("errors", ("t5x_lite.errors", "t5x_lite.jsonio")),   # one-line errors and exits; NaN-free JSON output
     ("checkpoints", ("t5x_lite.checkpoints",)),
     ("partitioning", ("t5x_lite.partitioning",)),
     ("models", ("t5x_lite.models",)),

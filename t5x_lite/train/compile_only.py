@@ -136,9 +136,9 @@ def abstract_batch(config, architecture: str, mesh):
     import jax
     import numpy as np
 
-    from t5x_lite import partitioning
-    from t5x_lite.data.feature_converters import Packer, get_feature_converter
-    from t5x_lite.data.tasks import get_task_or_mixture
+    from t5x_lite import partitioning  # lazy: jax after the device count
+    from t5x_lite.data.feature_converters import Packer, get_feature_converter  # lazy: jax after the device count
+    from t5x_lite.data.tasks import get_task_or_mixture  # lazy: jax after the device count
 
     lengths = {k: int(v) for k, v in dict(config.data.feature_lengths).items()}
     has_inputs = get_task_or_mixture(config.data.task).has_inputs
@@ -165,12 +165,12 @@ def compile_report(config, kind: str = "cpu", devices=None) -> dict:
     """Compile config's train and eval steps for its mesh over `devices`; the report as a dict."""
     import jax
 
-    from t5x_lite import partitioning
-    from t5x_lite.models.flops import flops_per_step
-    from t5x_lite.train import config as config_lib
-    from t5x_lite.train import metrics, optimizers
-    from t5x_lite.train import step as step_lib
-    from t5x_lite.train.hlo_stats import collectives, compile_counting_remats, largest_instruction
+    from t5x_lite import partitioning  # lazy: jax after the device count
+    from t5x_lite.models.flops import flops_per_step  # lazy: jax after the device count
+    from t5x_lite.train import config as config_lib  # lazy: jax after the device count
+    from t5x_lite.train import metrics, optimizers  # lazy: jax after the device count
+    from t5x_lite.train import step as step_lib  # lazy: jax after the device count
+    from t5x_lite.train import hlo_stats  # lazy: jax after the device count
 
     model_cfg, _ = config_lib.resolve(config)
     tc = config.train
@@ -191,16 +191,16 @@ def compile_report(config, kind: str = "cpu", devices=None) -> dict:
                                         z_loss=float(tc.z_loss))
 
     t0 = time.perf_counter()
-    train_c, remats = compile_counting_remats(train_step.lower(state, batch))
+    train_c, remats = hlo_stats.compile_counting_remats(train_step.lower(state, batch))
     t1 = time.perf_counter()
-    eval_c, _ = compile_counting_remats(eval_step.lower(state["params"], batch))
+    eval_c, _ = hlo_stats.compile_counting_remats(eval_step.lower(state["params"], batch))
     t2 = time.perf_counter()
     hlo = train_c.as_text()
 
     leaves = [(f"{_path(p)} {x.dtype}{list(x.shape)}", _per_device_bytes(x))
               for p, x in jax.tree_util.tree_flatten_with_path(state)[0]]
     biggest_leaf = max(leaves, key=lambda kv: kv[1])
-    biggest_op = largest_instruction(hlo)
+    biggest_op = hlo_stats.largest_instruction(hlo)
     lengths = {k: int(v) for k, v in dict(config.data.feature_lengths).items()}
     flops = flops_per_step(model_cfg, int(config.data.batch_size), lengths.get("inputs", 0),
                            lengths.get("targets", 0))
@@ -221,7 +221,7 @@ def compile_report(config, kind: str = "cpu", devices=None) -> dict:
         "budget_bytes": hbm,
         "largest_state_buffer": biggest_leaf,
         "largest_temp_buffer": biggest_op,
-        "collectives": collectives(hlo), "full_remats": remats,
+        "collectives": hlo_stats.collectives(hlo), "full_remats": remats,
         "flops_per_step": flops, "peak_flops": peak, "mfu": PREDICT_MFU,
         "predicted_step_s": flops / (n * peak * PREDICT_MFU) if peak else None,
         "compile_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},

@@ -153,7 +153,7 @@ def resolve(config) -> tuple[ModelConfig, dict]:
     vocabulary too is the checkpoint's unless the experiment names one.  model.vocab_size 0
     becomes the vocabulary's size rounded up to a multiple of 128 (T5X pads 32100 -> 32128)."""
     validate(config)
-    import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks data.task may name)
+    import t5x_lite.tasks  # noqa: F401  # lazy: registers the built-in tasks data.task may name, only when resolving
     get_task_or_mixture(config.data.task)   # an unknown task is one line now, not after the model is built
     model = to_dict(config.model)
     vocab_spec = config.vocabulary or None
