@@ -37,6 +37,11 @@ def test_memory_shrinks_as_fsdp_grows_and_the_collectives_say_how():
         assert smaller["train"]["argument"] < larger["train"]["argument"]
     assert f8["train"]["peak"] < dp["train"]["peak"]
     assert f8["eval"]["argument"] < dp["eval"]["argument"]   # (its peak adds the gathered params back)
+    # the greedy decode (KV cache, targets-length answers) is compiled too: it reads the params and,
+    # like the eval step, holds fewer of them per device under fsdp
+    for r in (dp, f8):
+        assert r["decode_new_tokens"] == 8 and r["decode"]["argument"] >= r["params_bytes"]
+    assert f8["decode"]["argument"] < dp["decode"]["argument"]
     # fsdp=8 keeps ~1/8 of the (replicated under data parallelism) params per device
     assert f8["params_bytes"] < dp["params_bytes"] / 4
     assert dp["checkpoint_bytes"] == f8["checkpoint_bytes"] == dp["params_bytes"] + dp["opt_state_bytes"] + 4
@@ -61,6 +66,7 @@ def test_cli_fits_exit_0_and_does_not_fit_exit_3_with_one_line(capfd):
     assert code == 0, err
     assert "cannot describe a tpu-v4 topology" in out and "32.00 GiB (TPU v4" in out and ": fits" in out
     assert "predicted step time at 40% MFU of 8 x 275 TFLOP/s" in out
+    assert "  decode (greedy, KV cache, 8 new tokens) per device: arguments " in out
 
     code = cli.main(["train", "--compile-only", "--target", "cpu:8", "--memory_budget_gb", "0.001"] + TINY)
     out, err = capfd.readouterr()

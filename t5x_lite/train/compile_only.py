@@ -152,6 +152,36 @@ def abstract_batch(config, architecture: str, mesh):
     return {k: jax.ShapeDtypeStruct((b,) + v.shape[1:], v.dtype, sharding=sharding) for k, v in one.items()}
 
 
+def decode_program(bundle, model_cfg, config, mesh):
+    """(jitted greedy decode of one batch, abstract prompt, new tokens) as evaluation by generation
+    runs it (KV cache, inputs-length prompts, targets-length answers), or None for an encoder-only
+    model."""
+    import jax
+    import jax.numpy as jnp
+
+    from t5x_lite import decoding, partitioning  # lazy: jax after the device count
+
+    if model_cfg.architecture not in ("encoder_decoder", "decoder_only"):
+        return None
+    lengths = {k: int(v) for k, v in dict(config.data.feature_lengths).items()}
+    prompt_len = lengths.get("inputs") or lengths["targets"]
+    new_tokens = decoding.fit_decode_length(model_cfg, prompt_len, lengths.get("targets", prompt_len))
+    b, sharding = int(config.data.batch_size), partitioning.batch_sharding(mesh)
+    tokens = jax.ShapeDtypeStruct((b, prompt_len), jnp.int32, sharding=sharding)
+    if model_cfg.architecture == "encoder_decoder":
+        prompt = {"encoder_input_tokens": tokens}
+    else:
+        prompt = {"decoder_prompt_tokens": tokens,
+                  "prompt_lengths": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
+
+    def greedy(params, prompt):
+        model = bundle.merge(params)
+        logits0, state = decoding.init_decode_state(model, prompt, new_tokens)
+        return decoding.greedy_search(logits0, state, lambda st, t: decoding.decode_step(model, st, t),
+                                      max_decode_length=new_tokens)
+    return jax.jit(greedy), prompt, new_tokens
+
+
 def _memory(compiled) -> dict:
     m = compiled.memory_analysis()
     if m is None:
@@ -195,6 +225,13 @@ def compile_report(config, kind: str = "cpu", devices=None) -> dict:
     t1 = time.perf_counter()
     eval_c, _ = hlo_stats.compile_counting_remats(eval_step.lower(state["params"], batch))
     t2 = time.perf_counter()
+    program = decode_program(bundle, model_cfg, config, mesh)
+    decode_c, new_tokens = None, 0
+    if program is not None:
+        greedy, prompt, new_tokens = program
+        with partitioning.activate(mesh):      # the decode runs under the training mesh's rules
+            decode_c = greedy.lower(state["params"], prompt).compile()
+    t3 = time.perf_counter()
     hlo = train_c.as_text()
 
     leaves = [(f"{_path(p)} {x.dtype}{list(x.shape)}", _per_device_bytes(x))
@@ -218,13 +255,14 @@ def compile_report(config, kind: str = "cpu", devices=None) -> dict:
         "opt_state_bytes": sum(_per_device_bytes(x) for x in jax.tree.leaves(state["opt_state"])),
         "checkpoint_bytes": int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(abstract))),
         "train": _memory(train_c), "eval": _memory(eval_c),
+        "decode": _memory(decode_c) if decode_c is not None else {}, "decode_new_tokens": new_tokens,
         "budget_bytes": hbm,
         "largest_state_buffer": biggest_leaf,
         "largest_temp_buffer": biggest_op,
         "collectives": hlo_stats.collectives(hlo), "full_remats": remats,
         "flops_per_step": flops, "peak_flops": peak, "mfu": PREDICT_MFU,
         "predicted_step_s": flops / (n * peak * PREDICT_MFU) if peak else None,
-        "compile_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1)},
+        "compile_s": {"train": round(t1 - t0, 1), "eval": round(t2 - t1, 1), "decode": round(t3 - t2, 1)},
     }
 
 
@@ -236,9 +274,12 @@ def _secs(s: float) -> str:
     return f"{s:.3f} s" if s >= 1 else f"{s * 1e3:.3g} ms"
 
 
+STEPS = ("train", "eval", "decode")   # the compiled programs whose peak must fit
+
+
 def fits(report) -> bool:
     budget = report["budget_bytes"]
-    return budget is None or all(report[s].get("peak", 0) <= budget for s in ("train", "eval"))
+    return budget is None or all(report[s].get("peak", 0) <= budget for s in STEPS)
 
 
 def format_report(r, note: str | None = None) -> str:
@@ -253,6 +294,9 @@ def format_report(r, note: str | None = None) -> str:
         f"(donated {_gib(tr.get('alias'))}), temporaries {_gib(tr.get('temp'))}; peak {_gib(tr.get('peak'))}",
         f"  eval step per device: arguments {_gib(ev.get('argument'))}, temporaries {_gib(ev.get('temp'))}; "
         f"peak {_gib(ev.get('peak'))}",
+        (f"  decode (greedy, KV cache, {r['decode_new_tokens']} new tokens) per device: arguments "
+         f"{_gib(r['decode'].get('argument'))}, temporaries {_gib(r['decode'].get('temp'))}; "
+         f"peak {_gib(r['decode'].get('peak'))}" if r["decode"] else "  decode: none (encoder-only model)"),
         f"  budget per device: {_gib(r['budget_bytes'])} ({r['target_desc']}): "
         f"{'fits' if fits(r) else 'DOES NOT FIT'}",
         "  collectives in the train step (instructions, per-device result bytes; loop bodies once; "
@@ -268,12 +312,13 @@ def format_report(r, note: str | None = None) -> str:
     else:
         lines.append(f"  FLOPs per step {r['flops_per_step']:.3e}; no step time predicted for {r['target']} "
                      "(no peak FLOP/s is assumed for CPU)")
-    lines.append(f"  compile time: train {r['compile_s']['train']} s, eval {r['compile_s']['eval']} s")
+    lines.append(f"  compile time: train {r['compile_s']['train']} s, eval {r['compile_s']['eval']} s, "
+                 f"decode {r['compile_s']['decode']} s")
     return "\n".join(lines)
 
 
 def not_fit_line(r) -> str:
-    step = max(("train", "eval"), key=lambda s: r[s].get("peak", 0))
+    step = max(STEPS, key=lambda s: r[s].get("peak", 0))
     leaf, leaf_bytes = r["largest_state_buffer"]
     op = r["largest_temp_buffer"]
     if op is not None and op[2] > leaf_bytes:
