@@ -36,6 +36,7 @@ lm_head -> untied logits_dense = lm_head^T * d_model**-0.5 (same logits).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -421,11 +422,21 @@ def t5x_to_hf(ckpt_dir: str, hf_dir: str, step: int | None = None, overwrite: bo
     params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param)))
     tensors = t5x_to_hf_tensors(params, cfg)
     _prepare_output(hf_dir, overwrite, is_checkpoint=False)
-    safetensors.numpy.save_file(tensors, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+    # Each file is written whole (temporary name, then rename) with the user's umask: save_file would
+    # leave a 0600 file, unreadable to the group that serves the model.
+    files = {"model.safetensors": safetensors.numpy.save(tensors, metadata={"format": "pt"})}
     for name, obj in (("config.json", hf_config), ("generation_config.json", GENERATION_CONFIG)):
-        with open(os.path.join(hf_dir, name), "w") as f:
-            jsonio.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
+        files[name] = (jsonio.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    for name, data in files.items():
+        tmp = os.path.join(hf_dir, f".{name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, os.path.join(hf_dir, name))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise UserError(f"cannot write {os.path.join(hf_dir, name)}: {e.strerror or e}") from None
     return hf_dir
 
 

@@ -104,6 +104,12 @@ def test_round_trip_is_byte_identical(converted, name, tmp_path, capsys):
         assert new[key] == orig[key], key
     gen = json.load(open(os.path.join(out, "generation_config.json")))
     assert gen["decoder_start_token_id"] == 0 and gen["eos_token_id"] == 1
+    # every file gets the user's umask (safetensors' own save_file leaves 0600), no temporary is left
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model.safetensors", "config.json", "generation_config.json"):
+        assert os.stat(os.path.join(out, f)).st_mode & 0o777 == 0o666 & ~umask, f
+    assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors"]
     # Converting the export again gives the same t5x params.
     p1, c1 = hf_to_t5x_params(*reversed(read_hf_dir(out)))
     p0, c0 = hf_to_t5x_params(*reversed(read_hf_dir(os.path.join(FIXTURES, name))))
