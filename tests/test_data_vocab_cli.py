@@ -8,6 +8,7 @@ from t5x_lite.cli import main as t5x_lite_main
 from t5x_lite.data import ByteVocabulary, get_vocabulary
 from t5x_lite.data.cli import main as data_main, vocab_main
 from t5x_lite.errors import UserError
+from t5x_lite.train import default_config
 
 def test_builtin_vocabulary_conventions():
     v = get_vocabulary("builtin")
@@ -99,7 +100,10 @@ def test_data_inspect_json(capsys):
     v = get_vocabulary("builtin")
     for line in lines:
         ex = json.loads(line)
-        assert len(ex["inputs"]) == 512 and len(ex["targets"]) == 114     # default 512/114, before packing
+        # the default training run's lengths (train/default_config.py: 128/32), before packing: span
+        # corruption fills the inputs exactly; its targets (29 tokens at 128) fit the 32 they are padded to
+        lengths = default_config.get_config().data.feature_lengths
+        assert len(ex["inputs"]) == lengths.inputs == 128 and 20 < len(ex["targets"]) <= lengths.targets == 32
         assert ex["inputs"][-1] == 1 and ex["targets"][0] == v.vocab_size - 1
         assert ex["inputs_pretty"].endswith("</s>") and "<extra_id_0>" in ex["targets_pretty"]
         assert ex["targets_pretty"] == v.decode(ex["targets"]) + "</s>"

@@ -1,7 +1,7 @@
 """`t5x-lite data ...` and `t5x-lite vocab ...`.
 
   t5x-lite data list [--json] [--module NAME ...]
-  t5x-lite data inspect --task NAME [--split S] [--num N] [--json] [--inputs-length 512 --targets-length 114]
+  t5x-lite data inspect --task NAME [--split S] [--num N] [--json] [--inputs-length 128 --targets-length 32]
                         [--module NAME ...]
   t5x-lite data build-local ...        (t5x_lite.builders.local:main)
   t5x-lite vocab train --input GLOB [--input GLOB ...] --vocab-size N --model-type unigram|bpe --out PREFIX
@@ -25,6 +25,7 @@ from t5x_lite.data.streams import MixtureStream
 from t5x_lite.data.tasks import Mixture, MixtureRegistry, TaskRegistry, get_task_or_mixture
 from t5x_lite import jsonio
 from t5x_lite.errors import ArgParser, UserError, check_writable_file, import_modules
+from t5x_lite.train import default_config
 
 MODULE_HELP = "import this module first (it registers tasks/mixtures); repeatable"
 
@@ -44,8 +45,11 @@ def _data_parser() -> argparse.ArgumentParser:
     p_in.add_argument("--num", type=int, default=3, help="number of examples (default: 3)")
     p_in.add_argument("--seed", type=int, default=0, help="seed for shuffling and random preprocessing")
     p_in.add_argument("--shuffle", action="store_true", help="shuffle documents (default: source order)")
-    p_in.add_argument("--inputs-length", type=int, default=512, help="feature length of inputs (default 512)")
-    p_in.add_argument("--targets-length", type=int, default=114, help="feature length of targets (default 114)")
+    lengths = default_config.get_config().data.feature_lengths   # what `t5x-lite train` trains on by default
+    p_in.add_argument("--inputs-length", type=int, default=int(lengths.inputs),
+                      help=f"feature length of inputs (default {lengths.inputs}, as the default training run)")
+    p_in.add_argument("--targets-length", type=int, default=int(lengths.targets),
+                      help=f"feature length of targets (default {lengths.targets}, as the default training run)")
     p_in.add_argument("--data-dir", default=None, help="TFDS data_dir for TFDS-backed tasks (c4_v220_*)")
     p_in.add_argument("--json", action="store_true",
                       help="one JSON object per line: inputs, targets (id lists), inputs_pretty, targets_pretty")
