@@ -193,6 +193,8 @@ def verify(directory: str, step: int, sums: dict | None, arrays: dict, json_item
         for name, obj in json_items.items():
             if sums["json"].get(name) != json_digest(obj):
                 raise DamagedCheckpoint(directory, step, f"{name}/ does not match the checksum saved with it")
+    if not arrays:          # JSON items only (read_config, the first half of a training restore)
+        return
     as_saved = {n: (a.astype(saved[n]["dtype"]) if n in saved and str(np.dtype(a.dtype)) != saved[n]["dtype"]
                     else a) for n, a in arrays.items()}
     for name, (fp, _, finite) in sorted(array_fingerprints(as_saved).items()):
