@@ -18,7 +18,7 @@ from t5x_lite.errors import UserError
 from t5x_lite.models.layers import ACTIVATIONS, DTYPES
 
 # The allowed values of the choice fields (validators elsewhere take them from here).
-ARCHITECTURES = ("encoder_decoder", "decoder_only", "encoder_only")
+ARCHITECTURES = ("encoder_decoder", "decoder_only", "encoder_only", "electra")
 POSITION_EMBEDDINGS = ("relative", "learned", "sinusoidal")
 DECODER_MASKS = ("causal", "prefix")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
@@ -47,6 +47,10 @@ class ModelConfig:
     decoder_mask: str = "causal"
     num_classes: int = 0
     classifier_pooling: str = "mean"
+    type_vocab_size: int = 0
+    nsp_head: bool = False
+    electra_generator_size: float = 0.25
+    electra_rtd_weight: float = 50.0
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat_policy: str = "none"

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Model: the fields of t5x_lite.models.config.ModelConfig (choices are listed there).  With
     # init_checkpoint set, the model comes from the checkpoint and only keys changed here apply.
     c.model = m = ml_collections.ConfigDict()
-    m.architecture = "encoder_decoder"   # encoder_decoder (T5) | decoder_only (LM, prefix LM) | encoder_only
+    m.architecture = "encoder_decoder"   # encoder_decoder (T5) | decoder_only (LM, prefix LM) | encoder_only (BERT) | electra
     m.vocab_size = 0                     # 0 = the vocabulary's size rounded up to a multiple of 128
     m.d_model = 128                      # width of the residual stream (T5X emb_dim)
     m.num_heads = 4                      # attention heads
@@ -41,6 +41,10 @@ def get_config() -> ml_collections.ConfigDict:
     m.decoder_mask = "causal"            # decoder_only: causal (LM) | prefix (inputs fully visible)
     m.num_classes = 0                    # encoder_only: classification head size (0 = none)
     m.classifier_pooling = "mean"        # encoder_only head: mean over tokens | first token
+    m.type_vocab_size = 0                # encoder_only/electra: segment (token type) embeddings, BERT: 2 (0 = none)
+    m.nsp_head = False                   # encoder_only: BERT next-sentence-prediction head on the first position
+    m.electra_generator_size = 0.25      # electra: generator width (d_model, heads, d_ff) as a fraction of the discriminator's
+    m.electra_rtd_weight = 50.0          # electra: loss = generator MLM loss + this * replaced-token-detection loss
     m.dtype = "float32"                  # compute dtype: float32 | bfloat16
     m.param_dtype = "float32"            # stored params dtype: float32 | bfloat16
     m.remat_policy = "none"              # activation recomputation: none | full | dots_saveable

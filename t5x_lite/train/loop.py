@@ -205,6 +205,7 @@ def _evaluate(step, params, eval_step, data, config, bundle, evaluators, mesh) -
     sums = jax.device_get(sums)
     denom = max(float(sums["weight_sum"]), 1.0)
     out = {"eval/loss": float(sums["loss_sum"]) / denom, "eval/accuracy": float(sums["correct_sum"]) / denom}
+    out.update({f"eval/{name}": float(num) / max(float(den), 1.0) for name, (num, den) in sums["aux"].items()})
     keys = set()
     model = bundle.merge(params)
     for ev in evaluators:

@@ -40,7 +40,7 @@ import optax
 from flax import nnx
 
 from t5x_lite import models, partitioning
-from t5x_lite.train import losses
+from t5x_lite.train import objectives
 
 State = dict  # {"params", "opt_state", "step"}
 
@@ -50,11 +50,14 @@ class ModelBundle:
     """Everything the step needs to know about a model, architecture-agnostic.
 
     build(rngs) -> nnx.Module; logits(model, batch, deterministic, dropout_rng) -> [B, L, V];
-    targets(batch) -> (targets [B, L] int32, weights [B, L] float32).
+    targets(batch) -> (targets [B, L] int32, weights [B, L] float32);
+    sums(model, batch, *, deterministic, dropout_rng, z_loss, label_smoothing) -> the summed loss and
+    metrics of one batch (t5x_lite/train/objectives.py), what the train and eval steps use.
     """
     build: Callable[[nnx.Rngs], nnx.Module]
     logits: Callable[..., jax.Array]
     targets: Callable[[dict], tuple[jax.Array, jax.Array]]
+    sums: Callable[..., dict]
     dropout: bool = False
     graphdef: Any = None
     abstract_state: Any = None  # nnx.State of ShapeDtypeStructs (carries logical axis names)
@@ -75,6 +78,7 @@ def bundle_from_config(model_cfg) -> ModelBundle:
         logits=lambda model, batch, deterministic, dropout_rng: models.model_logits(
             model, batch, deterministic=deterministic, dropout_rng=dropout_rng),
         targets=lambda batch: models.targets_and_weights(model_cfg, batch),
+        sums=objectives.sums_fn_for(model_cfg),
         dropout=float(model_cfg.dropout_rate) > 0,
     )
 
@@ -140,9 +144,9 @@ def make_train_step(bundle: ModelBundle, tx, schedule, *, mesh, state_shardings,
 
     def loss_fn(params, batch, dropout_rng):
         model = bundle.merge(params)
-        logits = bundle.logits(model, batch, deterministic, None if deterministic else dropout_rng)
-        targets, weights = bundle.targets(batch)
-        sums = losses.weighted_sums(logits, targets, weights, z_loss=z_loss, label_smoothing=label_smoothing)
+        sums = bundle.sums(model, batch, deterministic=deterministic,
+                           dropout_rng=None if deterministic else dropout_rng, z_loss=z_loss,
+                           label_smoothing=label_smoothing)
         return sums["loss_sum"], sums
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -187,6 +191,7 @@ def make_train_step(bundle: ModelBundle, tx, schedule, *, mesh, state_shardings,
             "learning_rate": schedule(step),
             "num_tokens": num_tokens,
             # Checked on the host before every save: a non-finite step is never checkpointed.
+            **{name: num / jnp.maximum(den, 1.0) for name, (num, den) in sums["aux"].items()},
             "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(new_params)),
         }
         return {"params": new_params, "opt_state": opt_state, "step": step + 1}, metrics
@@ -196,12 +201,10 @@ def make_train_step(bundle: ModelBundle, tx, schedule, *, mesh, state_shardings,
 
 
 def make_eval_step(bundle: ModelBundle, *, mesh, params_shardings, z_loss: float = 1e-4):
-    """A jitted (params, batch) -> summed metrics (loss_sum, correct_sum, weight_sum, z_loss_sum),
+    """A jitted (params, batch) -> summed metrics (loss_sum, correct_sum, weight_sum, z_loss_sum, aux),
     run inside `partitioning.activate(mesh)`."""
     def eval_step(params, batch):
         model = bundle.merge(params)
-        logits = bundle.logits(model, batch, True, None)
-        targets, weights = bundle.targets(batch)
-        return losses.weighted_sums(logits, targets, weights, z_loss=z_loss)
+        return bundle.sums(model, batch, deterministic=True, dropout_rng=None, z_loss=z_loss, label_smoothing=0.0)
     return partitioning.InMesh(jax.jit(eval_step, in_shardings=(params_shardings,
                                                                 partitioning.batch_sharding(mesh))), mesh)
