@@ -173,6 +173,14 @@ def write_tfds(name: str, data_dir: str, features, splits: dict[str, list[dict]]
             def code_path(cls):
                 return None
 
+            # TFDS prints "Downloading and preparing dataset ..." and "... downloaded and prepared":
+            # nothing is downloaded here (the rows are in memory), and build-local prints its own lines.
+            def _log_download_bytes(self):
+                pass
+
+            def _log_download_done(self):
+                pass
+
             def _info(self):
                 return tfds.core.DatasetInfo(
                     builder=self, description=description, features=features,
