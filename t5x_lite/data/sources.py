@@ -255,19 +255,25 @@ class TfdsSource(DataSource):
         return f"TfdsSource({self.name!r}, data_dir={self.data_dir!r})"
 
 
-def in_validation(text: str) -> bool:
-    """The deterministic validation rule of the shipped corpus and of HashSplitSource: md5(text)[0] < 4
-    (1.6% of documents; stable when documents are added, removed or reordered)."""
-    return hashlib.md5(text.encode("utf-8")).digest()[0] < 4
+def in_validation(text: str, fraction: float = 4 / 256) -> bool:
+    """The deterministic validation rule of the shipped corpus and of HashSplitSource: md5(text) read as a
+    number in [0, 1) is below `fraction` (default 4/256 = 1.6%, i.e. md5(text)[0] < 4); stable when
+    documents are added, removed or reordered."""
+    return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:4], "big") < fraction * 2 ** 32
 
 
 class HashSplitSource(DataSource):
-    """Derives train/validation splits from one split of another source with `in_validation(text)`."""
+    """Derives train/validation splits from one split of another source with `in_validation(text)` on
+    the example's `field` (a `validation_fraction` of them go to validation, 1.6% by default)."""
 
-    def __init__(self, base: DataSource, base_split: str, field: str = "text"):
+    def __init__(self, base: DataSource, base_split: str, field: str = "text", validation_fraction: float = 4 / 256):
         super().__init__()
-        self.base, self.base_split, self.field = base, base_split, field
-        self.description = f"{base.description}, validation = md5(text)[0] < 4 (1.6%)"
+        if not 0 < validation_fraction < 1:
+            raise UserError(f"validation fraction must be in (0, 1), got {validation_fraction}")
+        self.base, self.base_split, self.field, self.fraction = base, base_split, field, float(validation_fraction)
+        rule = ("md5(text)[0] < 4 (1.6%)" if self.fraction == 4 / 256
+                else f"md5({field}) < {self.fraction:g} ({100 * self.fraction:g}%)")
+        self.description = f"{base.description}, validation = {rule}"
 
     @property
     def splits(self):
@@ -276,7 +282,13 @@ class HashSplitSource(DataSource):
     def _load(self, split):
         rows = self.base.get(self.base_split)
         want_validation = split == "validation"
-        return [rows[i] for i in range(len(rows)) if in_validation(str(rows[i][self.field])) == want_validation]
+        out = [rows[i] for i in range(len(rows))
+               if in_validation(str(rows[i][self.field]), self.fraction) == want_validation]
+        if not out:
+            raise UserError(f"{self!r}: none of the {len(rows)} examples fell in split {split!r} (validation "
+                            f"takes the {100 * self.fraction:g}% whose md5({self.field}) is lowest); add examples "
+                            "or give each split its own files")
+        return out
 
     def __repr__(self):
         return f"HashSplitSource({self.base!r})"
