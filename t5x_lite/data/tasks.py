@@ -5,7 +5,8 @@
     TaskRegistry.add(task) / .get(name) / .names();  MixtureRegistry likewise
     get_task_or_mixture(name)                        UserError with close matches for unknown names
     pretraining_task(name, source, objective, vocab) a task with one of preprocessors.OBJECTIVES
-    task_from_spec("text:GLOB;..." | "jsonl:GLOB;...")  a pre-training task on your own files
+    task_from_spec("csv:GLOB?inputs=q&targets=a")    a task on your own files (file_tasks.py: text, jsonl,
+                                                     csv, tsv, parquet; pre-training or supervised)
 
 This module only holds the machinery: the registries start empty.  `import t5x_lite.tasks` registers
 the built-in tasks (t5x_lite/tasks/builtin.py, downstream.py, local.py); `--module NAME` imports a
@@ -17,10 +18,10 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Iterable, Mapping, Sequence
 
+from t5x_lite.data import file_tasks
 from t5x_lite.data import preprocessors as pp
 from t5x_lite.data.preprocessors import ConcatAndSplit, Feature
-from t5x_lite.data.sources import (DataSource, HashSplitSource, JsonlSource, SubsetSource, TextLineSource,
-                                   TfdsSource)
+from t5x_lite.data.sources import DataSource, SubsetSource, TfdsSource
 from t5x_lite.data.streams import ExampleStream
 from t5x_lite.data.vocabularies import get_vocabulary
 from t5x_lite.errors import UserError
@@ -163,15 +164,29 @@ MixtureRegistry = _MixtureRegistry()
 
 
 def get_task_or_mixture(name: str) -> "Task | Mixture":
-    """A registered task or mixture, or a task built on the fly from a spec name
-    ("text:GLOB[;objective=...][;vocab=...][;paragraphs=1]" or "jsonl:GLOB[;field=text][;...]")."""
-    if name.startswith(("text:", "jsonl:")) and name not in TaskRegistry:
-        return TaskRegistry.add(task_from_spec(name))
+    """A registered task or mixture, or a task built on the fly (and registered) from a file spec
+    ("text:GLOB", "jsonl:GLOB?field=body", "csv:GLOB?inputs=question&targets=answer", ...; see
+    task_from_spec)."""
+    if file_tasks.is_spec(name):
+        known = _SPEC_TASKS.get(name)
+        if known is not None and known in TaskRegistry:
+            return TaskRegistry.get(known)
+        if name in TaskRegistry:
+            return TaskRegistry.get(name)
+        task = TaskRegistry.add(task_from_spec(name))
+        _SPEC_TASKS[name] = task.name
+        return task
     if name in TaskRegistry:
         return TaskRegistry.get(name)
     if name in MixtureRegistry:
         return MixtureRegistry.get(name)
+    kind, colon, _ = name.partition(":")
+    if colon and difflib.get_close_matches(kind, file_tasks.SPEC_KINDS, n=1):
+        file_tasks.parse_spec(name)   # a misspelled kind ("cvs:..."): the spec's own error, with a did-you-mean
     raise _unknown("task or mixture", name, TaskRegistry.names() + MixtureRegistry.names())
+
+
+_SPEC_TASKS: dict[str, str] = {}   # spec -> the name its task is registered under (name= option)
 
 
 def pretraining_task(name: str, source: DataSource, objective: str, vocabulary, text_key: str = "text",
@@ -184,29 +199,25 @@ def pretraining_task(name: str, source: DataSource, objective: str, vocabulary, 
                 description=description)
 
 
-SPEC_OPTIONS = ("objective", "vocab", "field", "paragraphs")
+SPEC_OPTIONS = file_tasks.OPTIONS
 
 
 def task_from_spec(spec: str) -> Task:
-    """Pre-training on your own files without writing Python:
+    """A task on your own files without writing Python (grammar: t5x_lite/data/file_tasks.py):
         text:/data/*.txt                                  span corruption, builtin vocabulary, one doc per line
-        text:/data/*.txt;objective=prefix_lm;vocab=spm:/v/my.model;paragraphs=1
-        jsonl:/data/*.jsonl.gz;field=body;objective=full_lm
-    Splits: train / validation by md5(text)[0] < 4 (1.6%), like the shipped corpus."""
-    kind, _, rest = spec.partition(":")
-    pattern, *options = rest.split(";")
-    opts: dict[str, str] = {}
-    for opt in options:
-        key, eq, value = opt.partition("=")
-        if not eq or key not in SPEC_OPTIONS:
-            raise UserError(f"bad option {opt!r} in task spec {spec!r}; options: {', '.join(SPEC_OPTIONS)}")
-        opts[key] = value
-    if not pattern:
-        raise UserError(f"task spec {spec!r} has no file pattern")
-    if kind == "text":
-        base = TextLineSource({"all": pattern}, blank_line_separated=opts.get("paragraphs", "0") in ("1", "true"))
-    else:
-        base = JsonlSource({"all": pattern}, field=opts.get("field", "text"), rename="text")
-    objective = opts.get("objective", "span_corruption")
-    return pretraining_task(spec, HashSplitSource(base, "all"), objective, get_vocabulary(opts.get("vocab", "builtin")),
-                            description=f"{objective} on {base.description}")
+        text:/data/*.txt?objective=prefix_lm&vocab=spm:/v/my.model&paragraphs=1
+        jsonl:/data/*.jsonl.gz?field=body&objective=full_lm
+        csv:/data/qa.csv?inputs=question&targets=answer&prefix=question:&metrics=exact_match
+        parquet:?train=/d/train-*.parquet&validation=/d/dev-*.parquet&inputs=src&targets=tgt&metrics=bleu
+    Splits: one pattern -> train / validation by md5 (of the text: 1.6%, like the shipped corpus; of the
+    inputs of a supervised task: 10%; validation_fraction= changes it), or train=/validation=/test= files.
+    The older `KIND:GLOB;option=value;...` spelling reads the same."""
+    fs = file_tasks.parse_spec(spec)
+    source = file_tasks.spec_source(fs)
+    vocab = get_vocabulary(fs.vocab)
+    if not fs.supervised:
+        return pretraining_task(fs.name, source, fs.options.get("objective", "span_corruption"), vocab,
+                                description=file_tasks.describe(fs, source))
+    return Task(fs.name, source, file_tasks.supervised_preprocessors(fs),
+                {"inputs": Feature(vocab), "targets": Feature(vocab)}, metric_fns=file_tasks.metric_fns(fs),
+                postprocess_fn=file_tasks.strip_text, description=file_tasks.describe(fs, source))

@@ -7,8 +7,13 @@ and builtin_span_corruption_len{2,5,10}.
 One downstream task on the same corpus, so fine-tuning runs where no downloaded or locally built
 dataset exists (the smoke-scale studies, CI): builtin_wordnet_pos, a WordNet gloss -> its part of speech
 (noun / verb / adjective / adverb), accuracy.
-T5's own names for TFDS C4 (c4/en:2.2.0, field "text", vocabulary "builtin"):
-c4_v220_span_corruption, c4_v220_iid_denoising, c4_v220_prefix_lm, c4_v220_full_lm.
+T5's own names for C4 (field "text"): c4_v220_span_corruption, c4_v220_iid_denoising, c4_v220_prefix_lm,
+c4_v220_full_lm, read from allenai/c4 json.gz shards in <TFDS data dir>/c4/en/ when they are there, else
+from TFDS c4/en:2.2.0 (array_record); vocabulary "builtin", or T5's SentencePiece model when
+$T5X_LITE_T5_VOCAB names it (downstream.t5_vocabulary).
+
+Importing this module also fills the metric table of the file specs (t5x_lite.data.file_tasks.METRICS:
+"csv:...?inputs=..&targets=..&metrics=accuracy+bleu").
 """
 
 from __future__ import annotations
@@ -17,12 +22,24 @@ import re
 
 import numpy as np
 
-from t5x_lite.data.sources import BuiltinSource, DataSource, TfdsSource
+from t5x_lite.data import file_tasks
+from t5x_lite.data.file_sources import FilesOrTfdsSource
+from t5x_lite.data.sources import BuiltinSource, DataSource
 from t5x_lite.data.tasks import TaskRegistry, pretraining_task
 from t5x_lite.data.vocabularies import get_vocabulary
 from t5x_lite.tasks import metrics as M
 from t5x_lite.tasks import postprocessors as P
-from t5x_lite.tasks.downstream import text_task
+from t5x_lite.tasks.downstream import t5_vocabulary, text_task
+
+# The metrics a file spec may name (metrics=accuracy+rouge); scores are percentages like every metric here.
+FILE_SPEC_METRICS = {
+    "accuracy": M.accuracy,          # the decoded text equals the target (surrounding whitespace stripped)
+    "exact_match": M.squad,          # SQuAD-normalized exact match and token F1 (em, f1)
+    "macro_f1": M.macro_f1,          # mean F1 over the target strings seen (classification)
+    "bleu": M.bleu,                  # SacreBLEU, T5's settings
+    "rouge": M.rouge,                # ROUGE-1/2/L/Lsum F
+}
+file_tasks.METRICS.update(FILE_SPEC_METRICS)
 
 # The shipped WordNet documents read `lemma, lemma2 (noun): gloss; "example"`; these four parts of
 # speech are every value that occurs (satellite adjectives are written "adjective").
@@ -110,12 +127,27 @@ def _register_builtin() -> None:
         P.make_label_postprocessor(WORDNET_POS), vocabulary=vocab,
         description="WordNet gloss -> part of speech (noun/verb/adjective/adverb; 70% nouns); accuracy; "
                     "the shipped corpus's WordNet documents, its train/validation split, Shakespeare left out"))
-    c4 = TfdsSource("c4/en:2.2.0", splits=("train", "validation"))
-    for objective, name in (("span_corruption", "c4_v220_span_corruption"), ("iid_denoising", "c4_v220_iid_denoising"),
-                            ("prefix_lm", "c4_v220_prefix_lm"), ("full_lm", "c4_v220_full_lm")):
-        TaskRegistry.add(pretraining_task(name, c4, objective, vocab,
-                                          description=f"{_BUILTIN_DESCRIPTIONS[objective]}; TFDS c4/en:2.2.0 "
-                                                      "(prepared locally, array_record)"))
+    for task in c4_tasks(t5_vocabulary()):
+        TaskRegistry.add(task)
+
+
+C4_OBJECTIVES = (("span_corruption", "c4_v220_span_corruption"), ("iid_denoising", "c4_v220_iid_denoising"),
+                 ("prefix_lm", "c4_v220_prefix_lm"), ("full_lm", "c4_v220_full_lm"))
+
+
+def c4_source(data_dir: str | None = None) -> FilesOrTfdsSource:
+    """C4 en: <data dir>/c4/en/c4-{train,validation}.*.json.gz (allenai/c4) if present, else TFDS c4/en:2.2.0."""
+    return FilesOrTfdsSource("c4/en:2.2.0", data_dir, splits=("train", "validation"), layout="c4_json")
+
+
+def c4_tasks(vocab, data_dir: str | None = None) -> list:
+    """T5's c4_v220_* tasks with a vocabulary (a Vocabulary or a spec)."""
+    vocab = get_vocabulary(vocab) if isinstance(vocab, str) else vocab
+    source = c4_source(data_dir)
+    return [pretraining_task(name, source, objective, vocab,
+                             description=f"{_BUILTIN_DESCRIPTIONS[objective]}; C4 en: allenai/c4 json.gz or TFDS "
+                                         "c4/en:2.2.0 in the TFDS data dir")
+            for objective, name in C4_OBJECTIVES]
 
 
 if "builtin_span_corruption" not in TaskRegistry:

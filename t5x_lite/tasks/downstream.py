@@ -1,7 +1,11 @@
 """T5's downstream tasks (Raffel et al. 2020, Sec. 2.3) under T5's names, over TFDS sources.
 
-For users who have the TFDS datasets prepared (array_record) in a data_dir; t5x_lite never
-downloads them (`Task.with_data_dir(dir)` or `--data-dir` points at them).  Text-to-text
+Read from the TFDS data dir (make_pipeline's / `data inspect --data-dir`'s data_dir, else $TFDS_DATA_DIR,
+else ~/tensorflow_datasets): GLUE, SuperGLUE, CNN/DM and SQuAD from Hugging Face's parquet files when
+they are there (a clone of nyu-mll/glue in DIR/glue, of aps/super_glue in DIR/super_glue, ...; see
+docs/data.md), else from TFDS array_record; WMT from TFDS only.  t5x_lite never downloads them.
+The vocabulary is "builtin", or T5's SentencePiece model when $T5X_LITE_T5_VOCAB names it
+(t5_vocabulary(); set it to fine-tune a converted T5 checkpoint on these tasks).  Text-to-text
 formats follow T5's preprocessors: a task prefix, then "feature: value" pairs (GLUE's
 features in sorted order unless T5 lists them), and the label word as the target, e.g.
     cola sentence: Our friends won't buy this analysis.        -> acceptable
@@ -19,6 +23,7 @@ format (super_glue_wsc_v102_simple_train/_eval) and super_glue_wsc_v102 combines
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from typing import Sequence
@@ -27,13 +32,36 @@ import numpy as np
 
 from t5x_lite.data import preprocessors as pp
 from t5x_lite.data.preprocessors import Feature
+from t5x_lite.data.file_sources import FilesOrTfdsSource
 from t5x_lite.data.sources import TfdsSource
 from t5x_lite.data.tasks import Mixture, MixtureRegistry, Task, TaskRegistry
 from t5x_lite.data.vocabularies import get_vocabulary
+from t5x_lite.errors import UserError
 from t5x_lite.tasks import metrics as M
 from t5x_lite.tasks import postprocessors as P
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian"}
+T5_VOCAB_ENV = "T5X_LITE_T5_VOCAB"
+
+
+def t5_vocabulary():
+    """The vocabulary of the tasks under T5's names (C4, GLUE, SuperGLUE, ...): $T5X_LITE_T5_VOCAB, a path
+    to a SentencePiece model (T5's cc_all.32000.100extra spiece.model: 32000 pieces + 100 extra ids) or a
+    vocabulary spec, else "builtin".  Read when t5x_lite.tasks is imported."""
+    value = os.environ.get(T5_VOCAB_ENV, "").strip()
+    if not value:
+        return get_vocabulary("builtin")
+    spec = value if value == "builtin" or value.startswith(("spm:", "byte")) else "spm:" + value
+    try:
+        return get_vocabulary(spec)
+    except UserError as e:
+        raise UserError(f"${T5_VOCAB_ENV}={value}: {e}") from None
+
+
+def hf_or_tfds(name: str, splits, split_map=None, subdir: str | None = None) -> FilesOrTfdsSource:
+    """TFDS `name`, or its Hugging Face parquet files in <TFDS data dir>/<subdir> (default: name without
+    the version, e.g. glue/cola) when they are there."""
+    return FilesOrTfdsSource(name, splits=splits, split_map=split_map, layout="hf_parquet", subdir=subdir)
 
 
 def _s(value) -> str:
@@ -201,57 +229,60 @@ SUPER_GLUE_RATES = {"super_glue_wsc_v102_simple_train": 259, "super_glue_boolq_v
 
 
 def _register() -> None:
-    add = TaskRegistry.add
+    vocab = t5_vocabulary()
+
+    def add(task_name, source, formatter, metric_fns, postprocess_fn=P.identity, description=""):
+        TaskRegistry.add(text_task(task_name, source, formatter, metric_fns, postprocess_fn, vocabulary=vocab,
+                                   description=description))
+
     for cfg, (labels, metric_fns) in GLUE.items():
         bench = "mnli" if cfg.startswith("mnli") else cfg
-        src = TfdsSource(f"glue/{cfg}:2.0.0", splits=("train", "validation", "test"))
+        src = hf_or_tfds(f"glue/{cfg}:2.0.0", ("train", "validation", "test"))
         if cfg == "mnli":
-            src = TfdsSource("glue/mnli:2.0.0",
-                             splits=("train", "validation", "validation_matched", "validation_mismatched"),
+            src = hf_or_tfds("glue/mnli:2.0.0",
+                             ("train", "validation", "validation_matched", "validation_mismatched"),
                              split_map={"validation": "validation_matched"})
-        add(text_task(f"glue_{cfg}_v002", src, glue_text(bench, labels), metric_fns,
-                      P.make_label_postprocessor(labels), description=f"GLUE {cfg} (TFDS glue/{cfg}:2.0.0)"))
+        add(f"glue_{cfg}_v002", src, glue_text(bench, labels), metric_fns,
+            P.make_label_postprocessor(labels), description=f"GLUE {cfg} (glue/{cfg}: HF parquet or TFDS 2.0.0)")
     for cfg in ("mnli_matched", "mnli_mismatched"):
         labels, metric_fns = GLUE["mnli"]
-        add(text_task(f"glue_{cfg}_v002", TfdsSource(f"glue/{cfg}:2.0.0", splits=("validation", "test")),
-                      glue_text("mnli", labels), metric_fns, P.make_label_postprocessor(labels),
-                      description=f"GLUE MNLI {cfg.split('_')[1]} validation (eval only)"))
-    add(text_task("glue_stsb_v002", TfdsSource("glue/stsb:2.0.0", splits=("train", "validation", "test")),
-                  stsb_text, [M.pearson_corrcoef, M.spearman_corrcoef], P.string_to_float,
-                  description="GLUE STS-B as 21 classes (steps of 0.2)"))
+        add(f"glue_{cfg}_v002", hf_or_tfds(f"glue/{cfg}:2.0.0", ("validation", "test")),
+            glue_text("mnli", labels), metric_fns, P.make_label_postprocessor(labels),
+            description=f"GLUE MNLI {cfg.split('_')[1]} validation (eval only)")
+    add("glue_stsb_v002", hf_or_tfds("glue/stsb:2.0.0", ("train", "validation", "test")),
+        stsb_text, [M.pearson_corrcoef, M.spearman_corrcoef], P.string_to_float,
+        description="GLUE STS-B as 21 classes (steps of 0.2)")
 
     for cfg, (labels, feats, metric_fns) in SUPER_GLUE.items():
         pp_fn = P.multirc_value if cfg == "multirc" else P.make_label_postprocessor(labels)
-        add(text_task(f"super_glue_{cfg}_v102",
-                      TfdsSource(f"super_glue/{cfg}:1.0.2", splits=("train", "validation", "test")),
-                      glue_text(cfg, labels, feats), metric_fns, pp_fn,
-                      description=f"SuperGLUE {cfg} (TFDS super_glue/{cfg}:1.0.2)"))
-    add(text_task("super_glue_record_v102",
-                  TfdsSource("super_glue/record:1.0.2", splits=("train", "validation", "test")),
-                  record_text, [M.record_em_and_f1], P.record_answers,
-                  description="SuperGLUE ReCoRD (one example per query; EM/F1 max over answers)"))
+        add(f"super_glue_{cfg}_v102", hf_or_tfds(f"super_glue/{cfg}:1.0.2", ("train", "validation", "test")),
+            glue_text(cfg, labels, feats), metric_fns, pp_fn,
+            description=f"SuperGLUE {cfg} (super_glue/{cfg}: HF parquet or TFDS 1.0.2)")
+    add("super_glue_record_v102", hf_or_tfds("super_glue/record:1.0.2", ("train", "validation", "test")),
+        record_text, [M.record_em_and_f1], P.record_answers,
+        description="SuperGLUE ReCoRD (one example per query; EM/F1 max over answers)")
     wsc = "super_glue/wsc.fixed:1.0.2"
-    add(text_task("super_glue_wsc_v102_simple_train", TfdsSource(wsc, splits=("train",)),
-                  wsc_text(True), [], description="WSC simple format, correct referents only (training)"))
-    add(text_task("super_glue_wsc_v102_simple_eval", TfdsSource(wsc, splits=("validation", "test")),
-                  wsc_text(False), [M.accuracy], P.wsc_simple,
-                  description="WSC simple format, all candidates; prediction scored as referent match"))
-    add(text_task("super_glue_wsc_v102", TfdsSource(wsc, splits=("train", "validation", "test")),
-                  wsc_text(True), [M.accuracy], P.wsc_simple,
-                  description="WSC simple format: train = correct referents, validation = all candidates"))
+    add("super_glue_wsc_v102_simple_train", hf_or_tfds(wsc, ("train",)),
+        wsc_text(True), [], description="WSC simple format, correct referents only (training)")
+    add("super_glue_wsc_v102_simple_eval", hf_or_tfds(wsc, ("validation", "test")),
+        wsc_text(False), [M.accuracy], P.wsc_simple,
+        description="WSC simple format, all candidates; prediction scored as referent match")
+    add("super_glue_wsc_v102", hf_or_tfds(wsc, ("train", "validation", "test")),
+        wsc_text(True), [M.accuracy], P.wsc_simple,
+        description="WSC simple format: train = correct referents, validation = all candidates")
 
-    add(text_task("cnn_dailymail_v002", TfdsSource("cnn_dailymail:3.4.0", splits=("train", "validation", "test")),
-                  summarize_text("article", "highlights"), [M.rouge],
-                  description="CNN/Daily Mail summarization; the paper reports ROUGE-2-F"))
-    add(text_task("squad_v010_allanswers", TfdsSource("squad/v1.1:3.0.0", splits=("train", "validation")),
-                  squad_text, [M.squad], P.squad_answers,
-                  description="SQuAD v1.1; EM/F1 max over all answers (the paper reports EM)"))
+    add("cnn_dailymail_v002", hf_or_tfds("cnn_dailymail:3.4.0", ("train", "validation", "test"),
+                                         subdir="cnn_dailymail/3.0.0"),
+        summarize_text("article", "highlights"), [M.rouge],
+        description="CNN/Daily Mail summarization; the paper reports ROUGE-2-F")
+    add("squad_v010_allanswers", hf_or_tfds("squad/v1.1:3.0.0", ("train", "validation"), subdir="squad/plain_text"),
+        squad_text, [M.squad], P.squad_answers,
+        description="SQuAD v1.1; EM/F1 max over all answers (the paper reports EM)")
     for name, tfds_name, tgt in (("wmt_t2t_ende_v003", "wmt_t2t_translate/de-en:1.0.0", "de"),
                                  ("wmt15_enfr_v003", "wmt15_translate/fr-en:1.0.0", "fr"),
                                  ("wmt16_enro_v003", "wmt16_translate/ro-en:1.0.0", "ro")):
-        add(text_task(name, TfdsSource(tfds_name, splits=("train", "validation", "test")),
-                      translate_text("en", tgt), [M.bleu],
-                      description=f"WMT English to {LANGUAGE_NAMES[tgt]}; SacreBLEU (intl, exp)"))
+        add(name, TfdsSource(tfds_name, splits=("train", "validation", "test")), translate_text("en", tgt),
+            [M.bleu], description=f"WMT English to {LANGUAGE_NAMES[tgt]}; SacreBLEU (intl, exp)")
 
     MixtureRegistry.add(Mixture("glue_v002_proportional", list(GLUE_RATES.items()),
                                 description="GLUE (no WNLI), rates = training set sizes (T5)"))
