@@ -117,10 +117,13 @@ def test_default_command_trains_and_writes_metrics_and_tensorboard(tmp_path):
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
     for r in train_rows:
-        assert {"loss", "learning_rate", "accuracy", "z_loss", "grad_norm", "tokens_per_s"} <= set(r)
-        assert "mfu" not in r   # CPU: no peak is assumed, so no MFU is claimed
+        assert {"loss", "learning_rate", "token_accuracy", "z_loss", "grad_norm", "tokens_per_s"} <= set(r)
+        assert "mfu" not in r and "accuracy" not in r   # CPU: no peak is assumed, so no MFU is claimed
+        assert 0 <= r["token_accuracy"] <= 100   # percent (t5x_lite.train.metrics.as_logged)
         assert r["learning_rate"] == pytest.approx(0.01) and 0 < r["loss"] < 20
     assert any("eval/loss" in r and r["step"] == 4 for r in rows)
+    last = [r for r in rows if "eval/loss" in r][-1]
+    assert 0 <= last["eval/token_accuracy"] <= 100 and "eval/accuracy" not in last
     # the run ends with a summary read back from metrics.jsonl: the last train loss and eval, what next
     tail = [ln.split("] ", 1)[-1] for ln in proc.stderr.splitlines() if ln.startswith("[t5x-lite train]")]
     i = next(k for k, ln in enumerate(tail) if ln.startswith("done at step 4 (4 steps in "))

@@ -117,7 +117,7 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
             evaluators = make_train_evaluators(config)
 
         log = metrics_lib.TrainLogger(workdir, model_cfg, config.data, num_steps, start, log_every,
-                                      show_progress=show_progress, progress=progress)
+                                      show_progress=show_progress, progress=progress, config=resolved)
         best = metrics_lib.BestTracker(workdir, resolved)
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
         _log(f"model {model_cfg.architecture} {n_params / 1e6:.2f}M params; mesh {dict(mesh.shape)} on "
@@ -196,7 +196,8 @@ def _restore(ckpt, abstract, shardings, resolved):
 
 
 def _evaluate(step, params, eval_step, data, config, bundle, evaluators, mesh) -> tuple[dict, set]:
-    """Teacher-forced loss/accuracy over train.eval_steps batches, then the decode-based evaluators."""
+    """Teacher-forced loss and token accuracy (percent) over train.eval_steps batches, then the
+    decode-based evaluators."""
     it = data(config.data.eval_split, False)
     sums = None
     for _ in range(int(config.train.eval_steps)):
@@ -204,8 +205,9 @@ def _evaluate(step, params, eval_step, data, config, bundle, evaluators, mesh) -
         sums = s if sums is None else jax.tree.map(lambda a, b: a + b, sums, s)
     sums = jax.device_get(sums)
     denom = max(float(sums["weight_sum"]), 1.0)
-    out = {"eval/loss": float(sums["loss_sum"]) / denom, "eval/accuracy": float(sums["correct_sum"]) / denom}
-    out.update({f"eval/{name}": float(num) / max(float(den), 1.0) for name, (num, den) in sums["aux"].items()})
+    teacher_forced = {"loss": float(sums["loss_sum"]) / denom, "accuracy": float(sums["correct_sum"]) / denom}
+    teacher_forced.update({name: float(num) / max(float(den), 1.0) for name, (num, den) in sums["aux"].items()})
+    out = metrics_lib.as_logged(teacher_forced, prefix="eval/")   # eval/token_accuracy etc. in percent
     keys = set()
     model = bundle.merge(params)
     for ev in evaluators:

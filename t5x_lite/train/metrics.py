@@ -7,6 +7,12 @@ as MaxText counts them); the peak table below holds the vendors' dense bf16 (and
 f32 where it differs) peaks per accelerator.  There is no CPU row: a CPU's peak
 depends on the model, its vector units and what else runs, so on CPU `mfu` is
 left out and tools/bench_train.py measures a matmul peak in the same run instead.
+
+Units: every accuracy t5x-lite logs is a percentage (0-100), the T5/seqio convention for task
+metrics and the unit of the T5 paper's tables.  The train and eval steps compute per-token
+accuracies as fractions; `as_logged` converts them where rows are written, and names the
+teacher-forced one `token_accuracy` (`eval/token_accuracy`) so it is not mistaken for a task's
+`eval/<task>/accuracy` (exact match of the decoded outputs).
 """
 
 from __future__ import annotations
@@ -68,6 +74,36 @@ def model_flops_per_step(model_cfg, batch_size: int, feature_lengths: Mapping[st
     return float(flops_per_step(model_cfg, batch_size, int(fl.get("inputs", 0)), int(fl.get("targets", 0))))
 
 
+def as_logged(metrics: Mapping[str, Any], prefix: str = "") -> dict:
+    """A step's metrics as they are logged: `accuracy` (the step's teacher-forced per-token
+    fraction) becomes `token_accuracy`, and every `*accuracy` is in percent (module docstring)."""
+    out = {}
+    for name, value in metrics.items():
+        name = "token_accuracy" if name == "accuracy" else name
+        if name.endswith("accuracy") and value is not None:
+            value = 100.0 * float(value)
+        out[prefix + name] = value
+    return out
+
+
+def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; values other than str/bool/int/float as compact JSON."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_config(value, name + "."))
+        elif isinstance(value, (str, bool, int, float)):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value, default=str)
+    return out
+
+
+# The metrics the TensorBoard HPARAMS tab shows beside the config (tags of the scalars written here).
+HPARAMS_METRICS = ("train/loss", "eval/loss", "eval/token_accuracy")
+
+
 class MetricsWriter:
     """Appends one JSON object per logged step to DIR/metrics.jsonl and mirrors scalars
     to TensorBoard event files in DIR.  Only process 0 writes."""
@@ -101,6 +137,20 @@ class MetricsWriter:
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(k if "/" in k else f"train/{k}", v, int(step))
 
+    def write_config(self, step: int, config: Mapping[str, Any]) -> None:
+        """The resolved config into the TensorBoard events: as text (tag `config`, the JSON in a
+        code block) and as hparams (one entry per flattened key, for the HPARAMS tab)."""
+        if not self.enabled or self._tb is None:
+            return
+        from tensorboardX.summary import hparams
+        text = jsonio.dumps(config, flag=False, indent=2, sort_keys=True, default=str)
+        self._tb.add_text("config", "```\n" + text + "\n```", global_step=int(step))
+        experiment, session_start, _ = hparams(flat_config(config), {k: None for k in HPARAMS_METRICS})
+        writer = self._tb._get_file_writer()
+        writer.add_summary(experiment, int(step))
+        writer.add_summary(session_start, int(step))
+        self._tb.flush()
+
     def flush(self) -> None:
         if self._f:
             self._f.flush()
@@ -128,8 +178,10 @@ class TrainLogger:
     MFU) and returns None, or (step, loss, grad_norm) of the first non-finite step."""
 
     def __init__(self, workdir: str, model_cfg, data_cfg, num_steps: int, start: int, log_every: int,
-                 show_progress: bool = True, progress=None):
+                 show_progress: bool = True, progress=None, config: Mapping[str, Any] | None = None):
         self.writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+        if config is not None:   # the resolved config, for TensorBoard's TEXT and HPARAMS tabs
+            self.writer.write_config(start, config)
         self.num_steps, self.log_every, self.dtype = num_steps, log_every, model_cfg.dtype
         lengths = dict(data_cfg.feature_lengths)
         self.tokens_per_step = int(data_cfg.batch_size) * sum(int(v) for v in lengths.values())
@@ -164,14 +216,14 @@ class TrainLogger:
         self.pending.clear()
         for s, m in zip(steps, fetched):
             if not bool(m["finite"]):   # its row is written too (null + "nonfinite"), then the run stops
-                row = {k: float(v) for k, v in m.items() if k != "finite"}
+                row = as_logged({k: float(v) for k, v in m.items() if k != "finite"})
                 if not jsonio.nonfinite_paths(row):   # loss and gradient finite: the update broke the params
                     row[jsonio.NONFINITE_KEY] = ["params"]
                 self.writer.write(s, row)
                 self.writer.flush()
                 return s, float(m["loss"]), float(m["grad_norm"])
             if s % self.log_every == 0 or s == self.num_steps:
-                row = {k: float(v) for k, v in m.items() if k != "finite"}
+                row = as_logged({k: float(v) for k, v in m.items() if k != "finite"})
                 row["step_time_s"] = step_time
                 row["tokens_per_s"] = self.tokens_per_step / step_time if step_time > 0 else None
                 row["mfu"] = mfu(self.flops, step_time, self.dtype)
