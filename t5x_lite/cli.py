@@ -32,6 +32,8 @@ SUBCOMMANDS = {
              "decode a task's split with a checkpoint and compute the task's metrics"),
     "infer": ("t5x_lite.evaluation.cli", "infer_main",
               "free-form generation from a checkpoint (greedy, beam or sampling)"),
+    "plot": ("t5x_lite.plot", "main",
+             "PNG of train loss, learning rate and eval metrics against step (several workdirs overlaid)"),
     "study": ("t5x_lite.study.cli", "main",
               "T5 ablation studies (Tables 2, 4-7): list the built-in studies, report a study directory"),
 }

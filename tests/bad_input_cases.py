@@ -326,6 +326,14 @@ CASES = [
     Case("study-report-bad-json", ["study", "report", "{tmp}/r"], "not valid JSON", setup=_write("r/results.json", "[")),
     Case("study-report-file", ["study", "report", "{file}"], "DIR must be a study directory"),
     Case("study-seeds", ["study", "list", "--seeds", "x"], "invalid int value: 'x'"),
+    # --- plot
+    Case("plot-none", ["plot"], "the following arguments are required: WORKDIR"),
+    Case("plot-missing", ["plot", "{tmp}/none", "--output", "{tmp}/p.png"], "no such directory"),
+    Case("plot-no-metrics", ["plot", "{tmp}/e", "--output", "{tmp}/p.png"], "no metrics.jsonl", setup=_mkdir("e")),
+    Case("plot-empty", ["plot", "{tmp}/m", "--output", "{tmp}/p.png"], "metrics.jsonl is empty",
+         setup=_write("m/metrics.jsonl", "")),
+    Case("plot-output-dir", ["plot", "{wd}", "--output", "{tmp}"], "is a directory"),
+    Case("plot-output-under-file", ["plot", "{wd}", "--output", "{file}/p.png"], "is a file, not a directory"),
     # --- damaged checkpoints (a copy of {wd} under {tmp}/d, its latest step damaged on disk)
     *[Case(f"{cmd}-damaged-{how}", argv, "is damaged: params/", setup=_damaged(how))
       for how in ("zero_4k", "truncated")
