@@ -237,6 +237,7 @@ class FilesOrTfdsSource(TfdsSource):
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         super().__init__(name, data_dir, splits, split_map)
         self.layout, self.subdir = layout, subdir or name.split(":")[0]
+        self._reading = "<split>"
         what = "allenai/c4 json.gz" if layout == "c4_json" else "Hugging Face parquet"
         self.description = f"TFDS {name} or {what} files in <TFDS data dir>/{self.subdir}"
 
@@ -257,14 +258,16 @@ class FilesOrTfdsSource(TfdsSource):
         return sorted(p for pattern in self.file_patterns(split) for p in glob.glob(pattern))
 
     def missing_hint(self) -> str:
-        example = ("c4-<split>.00000-of-01024.json.gz, a clone of allenai/c4" if self.layout == "c4_json"
-                   else "<split>-00000-of-00001.parquet, Hugging Face's parquet export")
+        s = self.split_map.get(self._reading, self._reading)
+        example = (f"c4-{s}.00000-of-01024.json.gz, a clone of allenai/c4" if self.layout == "c4_json"
+                   else f"{s}-00000-of-00001.parquet, Hugging Face's parquet export")
         return (f"nor files in {self.file_dir()} ({example}); see docs/data.md; t5x-lite never downloads "
                 "datasets")
 
     def _load(self, split):
         files = self.files(split)
         if not files:
+            self._reading = split   # for missing_hint, which TfdsSource._load calls without the split
             return super()._load(split)
         if self.layout == "c4_json":
             return _Rows(read_c4_texts(files), "text")
