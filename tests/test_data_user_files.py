@@ -109,6 +109,23 @@ def test_tsv_jsonl_parquet_with_split_files(tmp_path, registry_cleanup):
     assert get_task_or_mixture(next(iter(specs))).metric_fns == [M.bleu, M.rouge]
 
 
+def test_a_mixture_of_spec_tasks(tmp_path, registry_cleanup):
+    from t5x_lite.data import Mixture, MixtureRegistry
+    a = _write_csv(tmp_path / "a.csv", ["q", "a"], [(f"alpha {i}", "A") for i in range(30)])
+    b = _write_csv(tmp_path / "b.csv", ["q", "a"], [(f"beta {i}", "B") for i in range(30)])
+    specs = [f"csv:{p}?inputs=q&targets=a" for p in (a, b)]
+    registry_cleanup.extend(specs)
+    MixtureRegistry.add(Mixture("test_spec_mixture", [(specs[0], 1.0), (specs[1], 1.0)]))
+    try:
+        p = make_pipeline("test_spec_mixture", split="train", feature_lengths={"inputs": 8, "targets": 4},
+                          architecture="encoder_decoder", batch_size=16, seed=0, pack=False,
+                          process_index=0, process_count=1)
+        got = {get_vocabulary("builtin").decode(r) for r in next(p)["decoder_target_tokens"]}
+        assert got == {"A", "B"}
+    finally:
+        MixtureRegistry.remove("test_spec_mixture")
+
+
 def test_pretraining_on_a_table_column(tmp_path, registry_cleanup):
     docs = [f"row {i} tells of the quick brown fox and the lazy dog number {i}" for i in range(60)]
     path = _write_parquet(tmp_path / "docs.parquet", {"body": docs, "id": list(range(60))})

@@ -90,7 +90,7 @@ class Mixture:
 
     @property
     def tasks_and_rates(self) -> list[tuple[Task, float]]:
-        return [(TaskRegistry.get(t) if isinstance(t, str) else t, r) for t, r in self._tasks]
+        return [(_task(t) if isinstance(t, str) else t, r) for t, r in self._tasks]
 
     @property
     def has_inputs(self) -> bool:
@@ -186,12 +186,21 @@ def get_task_or_mixture(name: str) -> "Task | Mixture":
     raise _unknown("task or mixture", name, TaskRegistry.names() + MixtureRegistry.names())
 
 
+def _task(name: str) -> Task:
+    """A mixture member: a registered task, or a file spec built on first use."""
+    return get_task_or_mixture(name) if file_tasks.is_spec(name) else TaskRegistry.get(name)
+
+
 _SPEC_TASKS: dict[str, str] = {}   # spec -> the name its task is registered under (name= option)
 
 
 def pretraining_task(name: str, source: DataSource, objective: str, vocabulary, text_key: str = "text",
                      description: str = "", **objective_kw) -> Task:
-    """A pre-training task on a text source with one of preprocessors.OBJECTIVES."""
+    """A pre-training task on a text source with one of preprocessors.OBJECTIVES, or "bert" (MLM + NSP
+    pairs, which pair each document with another: t5x_lite/data/bert.py)."""
+    if objective == "bert":
+        from t5x_lite.data.bert import bert_task
+        return bert_task(name, source, vocabulary, text_key, description, **objective_kw)
     features = {"targets": Feature(vocabulary)}
     if objective != "full_lm":
         features = {"inputs": Feature(vocabulary), "targets": Feature(vocabulary)}
