@@ -2,33 +2,44 @@
 
 from setuptools import find_namespace_packages, setup
 
-# Versions are pinned to the set the test suite was run with (Python 3.11, CPU).
+# Compatible ranges for library users: the lower bound is the version the test suite ran with
+# (Python 3.11, CPU; older releases are untested), the upper bound the next release that may break
+# the API (the next minor for 0.x packages, the next major otherwise).  The exact tested set of
+# every package, transitive ones included, is constraints.txt at the repo root, which CI installs
+# with: pip install -e ".[test,hf]" -c constraints.txt
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "grain==0.2.18",
-    "sentencepiece==0.2.3",
-    "ml-collections==1.1.0",
-    "gin-config==0.5.0",
-    "tensorflow-datasets==4.9.10",
-    "safetensors==0.8.0",
-    "sacrebleu==2.6.0",
-    "rouge-score==0.1.2",
-    "tqdm==4.70.1",
-    "tensorboardX==2.6.5",
-    "matplotlib==3.11.2",
-    "absl-py==2.5.1",
-    "numpy>=2.0",
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "grain>=0.2.18,<0.3",
+    "sentencepiece>=0.2.3,<0.3",
+    "ml-collections>=1.1.0,<2",
+    "gin-config>=0.5.0,<0.6",
+    "tensorflow-datasets>=4.9.10,<5",
+    "safetensors>=0.8.0,<0.9",
+    "sacrebleu>=2.6.0,<3",
+    "rouge-score>=0.1.2,<0.2",
+    "tqdm>=4.70.1,<5",
+    "tensorboardX>=2.6.5,<3",
+    "matplotlib>=3.11.2,<4",
+    "absl-py>=2.5.1,<3",
+    "numpy>=2.0,<3",   # jax 0.10 itself needs numpy>=2.0
 ]
 
 EXTRAS = {
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2"],
-    # Only for tools/make_hf_fixtures.py and `tools/bench_train.py --vs-hf`;
-    # never needed by the package or by CI.
-    "hf": ["torch==2.13.0", "transformers"],
+    # tensorboard: tests/test_tensorboard_hparams.py reads the trainer's events back with TensorBoard's reader.
+    "test": ["pytest>=9.0.3,<10", "pytest-xdist>=3.8.0,<4", "hypothesis>=6.155.2,<7", "tensorboard>=2.21.0,<3"],
+    # Hugging Face parity: the tests that compare converted checkpoints with transformers' logits,
+    # tools/make_hf_fixtures.py and `tools/bench_train.py --vs-hf`.  torch is pinned exactly: 2.13.0
+    # has a CPU wheel on the CI machines' disk; any other version is a multi-GB CUDA download.
+    "hf": ["torch==2.13.0", "transformers>=5.25.0,<6"],
+    # `tensorboard --logdir WORKDIR` (the trainer writes the events with tensorboardX either way).
+    "tensorboard": ["tensorboard>=2.21.0,<3"],
+    # Accelerators: JAX's CUDA 12 plugin (NVIDIA GPUs) or libtpu (Cloud TPU VMs); README "Install on GPU / TPU".
+    "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+    "tpu": ["jax[tpu]>=0.10.2,<0.11"],
 }
 
 setup(
