@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -47,8 +48,10 @@ StepFn = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
 
 
 class DecodeResult(NamedTuple):
-    tokens: jax.Array  # [B, L] int32 (greedy/sample) or [B, K, L] (beam, best first)
-    scores: jax.Array  # [B] sum of log-probs (greedy/sample) or [B, K] beam scores
+    tokens: jax.Array     # [B, L] int32 (greedy/sample) or [B, K, L] (beam, best first)
+    scores: jax.Array     # [B] sum of log-probs (greedy/sample) or [B, K] beam scores
+    log_probs: jax.Array  # [B] or [B, K]: the sum of the log-probs of each sequence's tokens (EOS included;
+    #                       beam scores divide it by the brevity penalty); NEG_INF for an empty beam slot
 
 
 def brevity_penalty(alpha: float, length) -> jax.Array:
@@ -107,7 +110,7 @@ def _token_by_token(logits0, state0, step_fn: StepFn, select, max_decode_length:
 
     carry = (jnp.int32(1), tokens, tok, tok == eos_id, state0, logp)
     _, tokens, _, _, _, score = jax.lax.while_loop(cond, body, carry)
-    return DecodeResult(tokens, score)
+    return DecodeResult(tokens, score, score)
 
 
 def greedy_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int,
@@ -146,6 +149,7 @@ class _BeamState(NamedTuple):
     fin_seqs: jax.Array       # [B, K, L]
     fin_scores: jax.Array     # [B, K] logp / brevity_penalty, NEG_INF for empty slots
     fin_flags: jax.Array      # [B, K] bool
+    fin_logp: jax.Array       # [B, K] the finished beams' logp (no penalty), NEG_INF for empty slots
 
 
 def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, beam_size: int = 4,
@@ -181,7 +185,8 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         live_logp=jnp.tile(jnp.array([0.0] + [NEG_INF] * (K - 1), jnp.float32), (batch, 1)),
         fin_seqs=jnp.zeros((batch, K, L), jnp.int32),
         fin_scores=jnp.full((batch, K), NEG_INF, jnp.float32),
-        fin_flags=jnp.zeros((batch, K), bool))
+        fin_flags=jnp.zeros((batch, K), bool),
+        fin_logp=jnp.full((batch, K), NEG_INF, jnp.float32))
     row_offset = (jnp.arange(batch) * K)[:, None]                           # [B, 1]
 
     def extend(beams: _BeamState, logits, i, state):
@@ -202,9 +207,11 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         all_scores = jnp.concatenate([beams.fin_scores, new_scores], axis=1)    # [B, 3K]
         all_flags = jnp.concatenate([beams.fin_flags, is_eos], axis=1)
         all_seqs = jnp.concatenate([beams.fin_seqs, seqs], axis=1)
+        all_logp = jnp.concatenate([beams.fin_logp, jnp.where(is_eos, top_logp, NEG_INF)], axis=1)
         fin_scores, keep = jax.lax.top_k(all_scores, K)
         fin_flags = jnp.take_along_axis(all_flags, keep, axis=1)
         fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
+        fin_logp = jnp.take_along_axis(all_logp, keep, axis=1)
 
         # Live beams: the K best candidates that did not end.
         live_logp, keep = jax.lax.top_k(jnp.where(is_eos | (tok == eos_id), NEG_INF, top_logp), K)
@@ -212,7 +219,7 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         parent = jnp.take_along_axis(src_beam, keep, axis=1) + row_offset      # [B, K] flat rows
         state = jax.tree.map(lambda x: jnp.take(x, parent.reshape(-1), axis=0), state)
         last = jnp.take_along_axis(tok, keep, axis=1).reshape(-1)              # [B*K] fed next
-        return _BeamState(live_seqs, live_logp, fin_seqs, fin_scores, fin_flags), state, last
+        return _BeamState(live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, fin_logp), state, last
 
     beams, state, last = extend(beams, jnp.repeat(logits0, K, axis=0), 0, state)
     max_penalty = brevity_penalty(alpha, L)
@@ -236,13 +243,16 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         all_scores = jnp.concatenate([beams.fin_scores, live_scores], axis=1)
         all_flags = jnp.concatenate([beams.fin_flags, live_scores > NEG_INF / 2], axis=1)
         all_seqs = jnp.concatenate([beams.fin_seqs, beams.live_seqs], axis=1)
+        all_logp = jnp.concatenate([beams.fin_logp, jnp.where(live_scores > NEG_INF / 2, beams.live_logp, NEG_INF)],
+                                   axis=1)
         fin_scores, keep = jax.lax.top_k(all_scores, K)
         beams = beams._replace(fin_scores=fin_scores, fin_flags=jnp.take_along_axis(all_flags, keep, axis=1),
-                               fin_seqs=jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1))
+                               fin_seqs=jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1),
+                               fin_logp=jnp.take_along_axis(all_logp, keep, axis=1))
     any_fin = jnp.any(beams.fin_flags, axis=1)                                  # [B]
     tokens = jnp.where(any_fin[:, None, None], beams.fin_seqs, beams.live_seqs)
     scores = jnp.where(any_fin[:, None], beams.fin_scores, beams.live_logp)
-    return DecodeResult(tokens, scores)
+    return DecodeResult(tokens, scores, jnp.where(any_fin[:, None], beams.fin_logp, beams.live_logp))
 
 
 # ---------------------------------------------------------------------------
@@ -312,13 +322,16 @@ def _decode_jit(model, prompt, rng, *, method, max_decode_length, beam_size, alp
 def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: int = 64,
            beam_size: int = 4, alpha: float = 0.6, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, rng: jax.Array | None = None, eos_id: int = EOS_ID,
-           finish_rule: str = "t5x", return_scores: bool = False, all_beams: bool = False, mesh=None):
+           finish_rule: str = "t5x", return_scores: bool = False, all_beams: bool = False, mesh=None,
+           return_log_probs: bool = False):
     """Decode a batch with a t5x_lite model (encoder-decoder, decoder-only or prefix LM).
 
     prompt: from `make_prompt`.  Returns np.int32 [B, max_decode_length] (for beam search the best
     beam; all_beams=True: [B, K, L] best first), and with return_scores=True also the scores
-    ([B] log-prob, or the beam scores).  finish_rule: see `beam_search`.  mesh: trace and run
-    inside `partitioning.activate(mesh)`; None keeps the caller's context (if any).
+    ([B] log-prob, or the beam scores); return_log_probs=True returns (tokens, scores, log_probs),
+    log_probs being each sequence's summed token log-probs (DecodeResult.log_probs).
+    finish_rule: see `beam_search`.  mesh: trace and run inside `partitioning.activate(mesh)`;
+    None keeps the caller's context (if any).
     """
     if method not in METHODS:
         raise UserError(f"decode method must be one of {METHODS}, got {method!r}")
@@ -340,7 +353,70 @@ def decode(model, prompt: dict, *, method: str = "greedy", max_decode_length: in
                           beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature),
                           top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id),
                           finish_rule=finish_rule)
-    tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
+    tokens, scores, log_probs = np.asarray(out.tokens), np.asarray(out.scores), np.asarray(out.log_probs)
     if method == "beam" and not all_beams:
-        tokens, scores = tokens[:, 0], scores[:, 0]
+        tokens, scores, log_probs = tokens[:, 0], scores[:, 0], log_probs[:, 0]
+    if return_log_probs:
+        return tokens, scores, log_probs
     return (tokens, scores) if return_scores else tokens
+
+
+class Generation(NamedTuple):
+    ids: list[int]    # the new tokens up to and including EOS (all of them when it never ended)
+    log_prob: float   # sum of their log-probs under the model (natural log, EOS included)
+
+
+def generate(model, prompts: Sequence[Sequence[int]], *, max_decode_length: int, num_return_sequences: int = 1,
+             method: str = "greedy", batch_size: int = 32, seed: int = 0, beam_size: int = 4, alpha: float = 0.6,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, finish_rule: str = "t5x",
+             progress: bool | str = False) -> list[list[Generation]]:
+    """Decode every prompt (token-id lists); for each, `num_return_sequences` Generations: beam search's
+    best N of its K beams (best first; fewer when fewer than N beams finished), or N samples (each prompt
+    repeated N times in the batch, so each row draws its own), or the one greedy answer.  Batches have
+    one fixed shape (one compile); batch n samples with fold_in(key(seed), n).  A model with learned
+    positions decodes at most what they leave after the longest prompt (one warning line)."""
+    n = int(num_return_sequences)
+    if n < 1:
+        raise UserError(f"number of return sequences must be >= 1, got {n}")
+    if n > 1 and method == "greedy":
+        raise UserError("more than one return sequence needs beam search or sampling (greedy has one answer)")
+    if method == "beam" and n > beam_size:
+        raise UserError(f"{n} return sequences need a beam size of at least {n} (it is {beam_size})")
+    if batch_size < 1:
+        raise UserError(f"batch size must be >= 1, got {batch_size}")
+    cfg = model.config
+    length = max([len(p) for p in prompts] + [1])
+    fits = fit_decode_length(cfg, length, max_decode_length)
+    if fits < max_decode_length:   # as Hugging Face's generate: warn and stop at the model's length
+        print(f"warning: decoding at most {fits} new tokens, not {max_decode_length}: a {length}-token prompt "
+              f"leaves only {fits} of model.max_position_embeddings={cfg.max_position_embeddings} "
+              "learned positions", file=sys.stderr)
+        max_decode_length = fits
+    rows = [list(p) for p in prompts for _ in range(n if method == "sample" else 1)]
+    bs = min(batch_size, len(rows)) or 1
+    starts = range(0, len(rows), bs)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, total=-(-len(rows) // bs), unit="batch", file=sys.stderr,
+                      desc=progress if isinstance(progress, str) else "decode")
+    rng = jax.random.key(seed)
+    flat: list[list[Generation]] = []
+    for b, start in enumerate(starts):
+        chunk = rows[start:start + bs]
+        prompt = make_prompt(cfg.architecture, chunk, length=length, batch_size=bs)
+        tokens, _, logp = decode(model, prompt, method=method, max_decode_length=max_decode_length,
+                                 beam_size=beam_size, alpha=alpha, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 rng=jax.random.fold_in(rng, b), finish_rule=finish_rule, all_beams=True,
+                                 return_log_probs=True)
+        if method != "beam":
+            tokens, logp = tokens[:, None], logp[:, None]
+        for r in range(len(chunk)):
+            flat.append([Generation(_until_eos(tokens[r, k].tolist()), float(logp[r, k]))
+                         for k in range(min(n, tokens.shape[1])) if k == 0 or logp[r, k] > NEG_INF / 2])
+    if method == "sample":   # the N rows of each prompt are one prompt's N samples
+        return [[g[0] for g in flat[i * n:(i + 1) * n]] for i in range(len(prompts))]
+    return flat
+
+
+def _until_eos(row: list[int]) -> list[int]:
+    return row[: row.index(EOS_ID) + 1] if EOS_ID in row else row

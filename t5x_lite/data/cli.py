@@ -54,7 +54,8 @@ def _data_parser() -> argparse.ArgumentParser:
     p_in.add_argument("--json", action="store_true",
                       help="one JSON object per line: inputs, targets (id lists), inputs_pretty, targets_pretty")
     p_in.add_argument("--module", action="append", default=[], metavar="NAME", help=MODULE_HELP)
-    sub.add_parser("build-local", help="build the local downstream datasets (see `t5x-lite data build-local --help`)",
+    sub.add_parser("build-local", help="build the local downstream datasets (see `t5x-lite data build-local --help`; "
+                                       "--no-progress: no TFDS progress bars)",
                    add_help=False)
     return parser
 
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "build-local":
         from t5x_lite.builders import local   # lazy: keeps `data list` / `data inspect` fast (no tfds, no builders)
+        if "--no-progress" in argv:   # TFDS draws the bars while it writes each dataset
+            import tensorflow_datasets as tfds
+            tfds.disable_progress_bar()
+            argv = [a for a in argv if a != "--no-progress"]
         return local.main(argv[1:])
     parser = _data_parser()
     args = parser.parse_args(argv)

@@ -9,13 +9,17 @@ eval:  decode a task's split with a checkpoint and score it with the task's
        (inputs, targets, prediction) and OUTPUT/<task>/metrics.json.
        With --num-shots K (decoder-only checkpoints) the prompts are K-shot
        in-context prompts built from the task's train split (evaluation/fewshot.py).
-infer: free-form generation from a JSONL file; each line {"inputs": "text" or [ids], ...}
-       comes back with "prediction" (text, when a vocabulary is known) and "prediction_ids".
+infer: free-form generation from a JSONL file (or stdin, --input -); each line
+       {"inputs": "text" or [ids], ...} comes back (to a file, or stdout with --output -) with
+       "prediction" (text, when a vocabulary is known), "prediction_ids" and "score" (their summed
+       log-prob); with --num-return-sequences N > 1 also "predictions", N such objects.
+Both draw a tqdm bar on stderr (--no-progress: none).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -48,6 +52,7 @@ def _decode_args(p: argparse.ArgumentParser, methods=("greedy", "beam")) -> None
     g.add_argument("--max-decode-length", type=int, default=None,
                    help="most new tokens per example (eval default: longest target; infer default: 64)")
     g.add_argument("--batch-size", type=int, default=32, help="examples decoded together (default 32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,14 +105,15 @@ def eval_main(argv: list[str]) -> int:
             if args.num_shots:
                 records, metrics = fewshot.evaluate_fewshot(
                     model, task, num_shots=args.num_shots, split=args.split, max_examples=args.max_examples,
-                    settings=settings, seed=args.seed, progress=task.name, inputs_length=inputs_length)
+                    settings=settings, seed=args.seed, progress=not args.no_progress and task.name,
+                    inputs_length=inputs_length)
             else:
                 if arch == "decoder_only" and not task.name.endswith(ev.LM_FORMAT_SUFFIX):
                     print(f"note: decoder-only checkpoint on {task.name}: prompts are the task inputs as is "
                           f"(fine-tuned with configs/finetune_*? use {task.name}{ev.LM_FORMAT_SUFFIX})",
                           file=sys.stderr)
                 records, metrics = ev.evaluate_task(model, task, split=args.split, max_examples=args.max_examples,
-                                                    settings=settings, progress=task.name,
+                                                    settings=settings, progress=not args.no_progress and task.name,
                                                     inputs_length=inputs_length)
         extra = {"num_examples": len(records), "split": args.split, "decode": args.decode,
                  "checkpoint": os.path.abspath(args.checkpoint), "step": loaded.step, "num_shots": args.num_shots,
@@ -124,14 +130,24 @@ def eval_main(argv: list[str]) -> int:
 # infer
 # ----------------------------------------------------------------------------------------------
 
+def _stdin_jsonl():
+    """(line number, parsed value) for each non-blank line of stdin, as data.sources.iter_jsonl for files."""
+    for n, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"<stdin>:{n}: invalid JSON ({e.msg})") from None
+
+
 def _read_jsonl(path: str) -> list[dict]:
-    rows = []
-    for n, row in iter_jsonl(path):
+    rows, name = [], "<stdin>" if path == "-" else path
+    for n, row in _stdin_jsonl() if path == "-" else iter_jsonl(path):
         if not isinstance(row, dict) or "inputs" not in row:
-            raise UserError(f'{path}:{n}: each line must be an object with an "inputs" field')
+            raise UserError(f'{name}:{n}: each line must be an object with an "inputs" field')
         rows.append(row)
     if not rows:
-        raise UserError(f"{path} has no input lines")
+        raise UserError(f"{name} has no input lines")
     return rows
 
 
@@ -165,17 +181,21 @@ def _prompts(rows: list[dict], cfg, vocab, add_eos: bool) -> list[list[int]]:
 def infer_main(argv: list[str]) -> int:
     p = ArgParser(prog="t5x-lite infer", description="Free-form generation from a checkpoint. Each input line is "
                   'a JSON object with "inputs": a string (tokenized with the checkpoint\'s vocabulary) or a list '
-                  'of token ids; each output line adds "prediction" (text, when a vocabulary is known) and '
-                  '"prediction_ids".')
+                  'of token ids; each output line adds "prediction" (text, when a vocabulary is known), '
+                  '"prediction_ids" and "score" (the summed log-prob of prediction_ids), and with '
+                  '--num-return-sequences N > 1 "predictions": N objects with these three fields.')
     _checkpoint_args(p)
-    p.add_argument("--input", required=True, help="input JSONL")
-    p.add_argument("--output", required=True, help="output JSONL")
+    p.add_argument("--input", required=True, help="input JSONL ('-': stdin)")
+    p.add_argument("--output", required=True, help="output JSONL ('-': stdout; messages go to stderr)")
     p.add_argument("--vocabulary", default=None,
                    help="vocabulary spec (builtin, byte, spm:PATH[:N]); default: the checkpoint's")
     p.add_argument("--add-eos", choices=("auto", "yes", "no"), default="auto",
                    help="append EOS to text inputs (auto: yes for encoder-decoder, as T5 tasks do; no for "
                         "decoder-only, whose prompt is continued)")
     _decode_args(p, methods=("greedy", "beam", "sample"))
+    p.add_argument("--num-return-sequences", type=int, default=1, metavar="N",
+                   help="answers per input: the N best of the beams (--decode beam, N <= --beam-size) or N "
+                        "samples (--decode sample); default 1")
     g = p.add_argument_group("sampling (--decode sample)")
     g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0 = greedy)")
     g.add_argument("--top-k", type=int, default=0, help="sample among the K most likely tokens (0 = all)")
@@ -187,29 +207,53 @@ def infer_main(argv: list[str]) -> int:
         raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
     if max_len < 1:
         raise UserError(f"--max-decode-length must be >= 1, got {max_len}")
-    check_writable_file(args.output, "--output")   # before the checkpoint is loaded and anything decoded
+    n = args.num_return_sequences
+    if n < 1 or (n > 1 and args.decode == "greedy") or (args.decode == "beam" and n > args.beam_size):
+        raise UserError(f"--num-return-sequences {n}: needs 1 <= N, --decode beam (N <= --beam-size) or sample "
+                        "for N > 1")
+    to_stdout = args.output == "-"
+    if not to_stdout:
+        check_writable_file(args.output, "--output")   # before the checkpoint is loaded and anything decoded
     import_modules(args.module)
     rows = _read_jsonl(args.input)
 
     from t5x_lite import loading, partitioning   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
-    from t5x_lite.evaluation import evaluator as ev   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
+    from t5x_lite.evaluation import classify, evaluator as ev   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
     settings = ev.DecodeSettings(method=args.decode, beam_size=args.beam_size, alpha=args.alpha,
                                  batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, seed=args.seed, finish_rule=args.beam_rule).validate()
     loaded = loading.load_model(args.checkpoint, args.step, vocabulary=args.vocabulary)
     cfg, vocab = loaded.model_config, loaded.vocabulary
+    if classify.is_classifier(cfg):   # encoder classifiers print label names (evaluation/classify.py)
+        return classify.infer(loaded, rows, args.output, batch_size=args.batch_size)
     add_eos = args.add_eos == "yes" or (args.add_eos == "auto" and cfg.architecture == "encoder_decoder")
     prompts = _prompts(rows, cfg, vocab, add_eos)
+    from t5x_lite import decoding   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
     with partitioning.activate(loaded.mesh):
-        preds = ev.predict(loaded.model, prompts, settings, max_decode_length=max_len, progress="infer")
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row, ids in zip(rows, preds):
-            out = dict(row)
-            if vocab is not None:
-                out["prediction"] = vocab.decode(ids)
-            out["prediction_ids"] = ids
-            f.write(jsonio.dumps(out, ensure_ascii=False) + "\n")
-    os.replace(tmp, args.output)
-    print(f"wrote {len(rows)} predictions to {args.output}")
+        answers = decoding.generate(
+            loaded.model, prompts, max_decode_length=max_len, num_return_sequences=n, method=settings.method,
+            batch_size=settings.batch_size, seed=settings.seed, beam_size=settings.beam_size, alpha=settings.alpha,
+            temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+            finish_rule=settings.finish_rule, progress=not args.no_progress and "infer")
+
+    def answer(g) -> dict:
+        text = {"prediction": vocab.decode(g.ids)} if vocab is not None else {}
+        return {**text, "prediction_ids": g.ids, "score": g.log_prob}
+
+    lines = []
+    for row, gens in zip(rows, answers):
+        out = {**row, **answer(gens[0])}           # the best beam, or the first sample
+        if n > 1:
+            out["predictions"] = [answer(g) for g in gens]
+        lines.append(jsonio.dumps(out, ensure_ascii=False) + "\n")
+    if to_stdout:
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+    else:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        os.replace(tmp, args.output)
+    print(f"wrote {len(rows)} predictions to {'stdout' if to_stdout else args.output}",
+          file=sys.stderr if to_stdout else sys.stdout)
     return 0

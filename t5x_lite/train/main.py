@@ -42,6 +42,7 @@ flags:
                            multi-host: a process that dies is noticed by the others after S seconds
                            (default 30); they exit with one line (docs/training.md, "Resume, faults")
   --print_config           print the config and exit
+  --no-progress            no progress bar (it goes to stderr)
   --compile-only           compile the train and eval steps for the mesh without initialising or
                            training: memory per device, collectives, FLOPs, predicted step time;
                            exit 0 if it fits, 3 if not (t5x_lite/train/compile_only.py; no --workdir)
@@ -74,6 +75,7 @@ def parse_args(argv: list[str]):
         flags.DEFINE_integer("heartbeat_timeout_seconds", partitioning.DEFAULT_HEARTBEAT_TIMEOUT_S,
                              "multi-host: seconds until a dead process is noticed", flag_values=fv)
         flags.DEFINE_boolean("print_config", False, "print the config and exit", flag_values=fv)
+        flags.DEFINE_boolean("no-progress", False, "no progress bar", flag_values=fv)
         flags.DEFINE_boolean("compile-only", False, "compile for the mesh and report; no training", flag_values=fv)
         flags.DEFINE_string("target", None, "--compile-only: KIND:N, e.g. tpu-v4:16", flag_values=fv)
         flags.DEFINE_float("memory_budget_gb", None, "--compile-only: GiB per device", flag_values=fv)
@@ -93,7 +95,7 @@ def parse_args(argv: list[str]):
                                  num_processes=fv.num_processes, process_id=fv.process_id,
                                  heartbeat_timeout_s=fv.heartbeat_timeout_seconds,
                                  compile_only=fv["compile-only"].value, target=fv.target,
-                                 memory_budget_gb=fv.memory_budget_gb)
+                                 memory_budget_gb=fv.memory_budget_gb, no_progress=fv["no-progress"].value)
     if (opts.target or opts.memory_budget_gb is not None) and not opts.compile_only:
         raise UserError("--target and --memory_budget_gb go with --compile-only")
     if fv.gin_file or fv.gin_bindings:
@@ -204,7 +206,7 @@ def main(argv: list[str]) -> int:
     partitioning.maybe_initialize_distributed(opts.coordinator_address, opts.num_processes, opts.process_id,
                                               opts.heartbeat_timeout_s)
     from t5x_lite.train.loop import train  # lazy: keeps `t5x-lite train --help` fast (no jax)
-    return train(config, opts.workdir)
+    return train(config, opts.workdir, show_progress=not opts.no_progress)
 
 
 if __name__ == "__main__":
