@@ -31,7 +31,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # tensorboard: tests/test_tensorboard_hparams.py reads the trainer's events back with TensorBoard's reader.
     "test": ["pytest>=9.0.3,<10", "pytest-xdist>=3.8.0,<4", "hypothesis>=6.155.2,<7", "tensorboard>=2.21.0,<3"],
-    # Hugging Face parity: the tests that compare converted checkpoints with transformers' logits,
+    # Hugging Face: the tests that load exports in transformers/torch (CI installs this extra),
     # tools/make_hf_fixtures.py and `tools/bench_train.py --vs-hf`.  torch is pinned exactly: 2.13.0
     # has a CPU wheel on the CI machines' disk; any other version is a multi-GB CUDA download.
     "hf": ["torch==2.13.0", "transformers>=5.25.0,<6"],
