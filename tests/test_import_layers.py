@@ -43,6 +43,7 @@ LAYERS = [
     ("scoring/evaluation", ("t5x_lite.scoring", "t5x_lite.evaluation")),
     ("train", ("t5x_lite.train",)),
     ("study", ("t5x_lite.study",)),          # ablation studies: plan and report runs of train + eval
+    ("plot", ("t5x_lite.plot",)),            # `t5x-lite plot`: reads metrics.jsonl files, imports only errors
     ("convert", ("t5x_lite.convert",)),
     ("cli", ("t5x_lite.cli", "t5x_lite.__main__")),
 ]

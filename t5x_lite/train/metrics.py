@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import re
 import sys
 import time
@@ -308,11 +309,12 @@ def run_summary(workdir: str, ckpt_dir: str, start: int, step: int, wall_s: floa
                      f"{os.path.join(workdir, entry['checkpoint'])}")
     if with_ckpt and eval_tasks:
         name, entry = sorted(with_ckpt.items())[0]
-        lines.append(f"  next: t5x-lite eval --checkpoint {os.path.join(workdir, entry['checkpoint'])} "
-                     f"--task {eval_tasks[0]} --output {os.path.join(workdir, 'eval')}")
+        lines.append(f"  next: t5x-lite eval --checkpoint {shlex.quote(os.path.join(workdir, entry['checkpoint']))} "
+                     f"--task {shlex.quote(str(eval_tasks[0]))} --output {shlex.quote(os.path.join(workdir, 'eval'))}")
     else:
-        lines.append(f"  next: t5x-lite infer --checkpoint {workdir} --input PROMPTS.txt, or fine-tune with "
-                     f"--config.init_checkpoint={workdir}")
+        lines.append(f"  next: t5x-lite infer --checkpoint {shlex.quote(workdir)} --input PROMPTS.jsonl --output - "
+                     f"(one {{\"inputs\": ...}} per line), or fine-tune with "
+                     f"--config.init_checkpoint={shlex.quote(workdir)}")
     return lines
 
 
