@@ -399,6 +399,8 @@ def pretraining_preprocessors(objective: str, text_key: str = "text", **kw) -> l
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}; choose from {sorted(OBJECTIVES)}")
     make_fn, length_fn, finish = OBJECTIVES[objective]
+    if make_fn is None:
+        raise UserError(f"objective {objective!r} is built by tasks.pretraining_task (t5x_lite/data/bert.py)")
     fn, lf = make_fn(**kw), length_fn(**kw) if objective == "span_corruption" else length_fn
     head = [rekey({"targets": text_key}), tokenize, select_random_chunk()]
     if objective == "full_lm":
@@ -416,4 +418,7 @@ OBJECTIVES: dict[str, tuple] = {
     "drop_tokens": (drop_tokens, inputs_length_minus_eos, [append_eos_after_trim]),
     "deshuffle": (deshuffle, inputs_length_minus_eos, [append_eos_after_trim]),
     "bert_mlm": (bert_mlm, inputs_length_minus_eos, [mlm_append_eos_after_trim]),
+    # BERT's MLM + next-sentence pairs work per document and need a second one: not a chain of this
+    # module; tasks.pretraining_task builds it with t5x_lite/data/bert.py.
+    "bert": (None, None, None),
 }

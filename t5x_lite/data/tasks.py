@@ -199,7 +199,7 @@ def pretraining_task(name: str, source: DataSource, objective: str, vocabulary, 
     """A pre-training task on a text source with one of preprocessors.OBJECTIVES, or "bert" (MLM + NSP
     pairs, which pair each document with another: t5x_lite/data/bert.py)."""
     if objective == "bert":
-        from t5x_lite.data.bert import bert_task
+        from t5x_lite.data.bert import bert_task   # lazy: data/bert.py imports this module (Task)
         return bert_task(name, source, vocabulary, text_key, description, **objective_kw)
     features = {"targets": Feature(vocabulary)}
     if objective != "full_lm":
