@@ -13,6 +13,8 @@ eval loss do not depend on the model family:
 `sums_fn_for(model_cfg)` picks the objective for a model config:
     token_sums       language-model losses over target tokens (T5, decoder-only, encoder-only MLM)
     electra_sums     generator MLM + rtd_weight * replaced-token detection (architecture "electra")
+    bert_sums        BERT: MLM + next-sentence prediction (encoder_only with nsp_head; bert_objective.py)
+    classification_sums  cross-entropy over classes per example (encoder_only with num_classes > 0)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable
 
 from t5x_lite import models
 from t5x_lite.train import losses
+from t5x_lite.train.bert_objective import bert_sums, classification_sums  # noqa: F401  (objectives.bert_sums)
 
 SumsFn = Callable[..., dict]  # (model, batch, *, deterministic, dropout_rng, z_loss, label_smoothing) -> sums
 
@@ -40,6 +43,10 @@ def sums_fn_for(cfg) -> SumsFn:
     if cfg.architecture == "electra":
         from t5x_lite.train.electra_objective import electra_sums
         fn = electra_sums
+    elif cfg.architecture == "encoder_only" and cfg.num_classes > 0:
+        fn = classification_sums
+    elif cfg.architecture == "encoder_only" and cfg.nsp_head:
+        fn = bert_sums
     else:
         fn = token_sums
 
