@@ -27,6 +27,7 @@ import numpy as np
 
 import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks the evaluator looks up by name)
 from t5x_lite import data, decoding, jsonio
+from t5x_lite.evaluation import classify
 from t5x_lite.errors import UserError, ensure_dir
 
 # T5 paper, decoder-only fine-tuning: "translate English to German: That is good. target: Das ist gut."
@@ -232,6 +233,9 @@ def evaluate_task(model, task, *, split: str = "validation", max_examples: int |
     """Decode a task split and score it.  Returns (records, metrics); records are
     {inputs, targets, prediction} dicts (text, decoded with the task's vocabularies)."""
     settings = (settings or DecodeSettings()).validate()
+    if classify.is_classifier(getattr(model, "config", None)):   # no decoding: argmax class -> label word
+        return classify.evaluate_task(model, task, split=split, max_examples=max_examples, examples=examples,
+                                      inputs_length=inputs_length, batch_size=settings.batch_size, progress=progress)
     if examples is None:
         examples = task_examples(task, split, max_examples, inputs_length)
     examples = list(examples)

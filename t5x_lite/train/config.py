@@ -28,7 +28,7 @@ from t5x_lite import decoding, loading, partitioning
 from t5x_lite.data import get_task_or_mixture, get_vocabulary, vocabulary_fingerprint
 from t5x_lite.errors import UserError
 from t5x_lite.models.config import ModelConfig
-from t5x_lite.train import default_config, losses, optimizers
+from t5x_lite.train import default_config, finetune_init, losses, optimizers
 
 # Keys whose value is a whole dict (its own keys vary by experiment), not a section.
 DICT_VALUES = ("data.feature_lengths",)
@@ -162,7 +162,7 @@ def resolve(config) -> tuple[ModelConfig, dict]:
         ck = loading.open_checkpoint(config.init_checkpoint)
         defaults = default_config.get_config()
         changed = {k: v for k, v in model.items() if v != to_dict(defaults.model[k])}
-        model = {**ck.model_config.to_dict(), **changed}
+        model = finetune_init.adapt_model_section({**ck.model_config.to_dict(), **changed})
         if config.vocabulary == defaults.vocabulary and ck.config.get("vocabulary"):
             vocab_spec = ck.config["vocabulary"]
         saved_fingerprint = ck.config.get("vocabulary_fingerprint")
@@ -187,6 +187,7 @@ def resolve(config) -> tuple[ModelConfig, dict]:
     resolved["model"] = model_cfg.to_dict()
     resolved["vocabulary"] = vocab_spec
     resolved["vocabulary_fingerprint"] = fingerprint  # checked when score/eval/infer load the checkpoint
+    resolved.update(finetune_init.classifier_entries(model_cfg, config.data.task))   # an encoder classifier's labels
     return model_cfg, resolved
 
 

@@ -38,13 +38,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import t5x_lite.tasks  # noqa: F401  (registers the built-in tasks the config may name)
-from t5x_lite import checkpoints, loading, partitioning
-from t5x_lite.data import make_pipeline
+from t5x_lite import checkpoints, partitioning
+from t5x_lite.data import classification, make_pipeline
 from t5x_lite.errors import ensure_dir
 from t5x_lite.evaluation.evaluator import make_train_evaluators
 from t5x_lite.train import config as config_lib
 from t5x_lite.train import metrics as metrics_lib
 from t5x_lite.train import optimizers
+from t5x_lite.train import finetune_init
 from t5x_lite.train import step as step_lib
 
 NAN_EXIT_CODE = 1
@@ -94,17 +95,20 @@ def train(config, workdir: str, *, evaluators: Sequence[Evaluator] | None = None
             state = step_lib.init_state(bundle, tx, shardings, seed)
             if config.init_checkpoint:
                 target = step_lib.abstract_with_shardings(abstract["params"], shardings["params"])
-                state["params"] = loading.load_params(config.init_checkpoint, target)
-                _log(f"initialised params from {config.init_checkpoint}")
+                state["params"], line = finetune_init.load_init_params(config.init_checkpoint, target,
+                                                                       state["params"])
+                _log(line)   # what was loaded, dropped (pretraining heads) and freshly initialised
         if start >= num_steps:
             _log(f"already at step {start} >= train.num_steps={num_steps}; nothing to do")
             return 0
 
         # --- data ---
+        data_task, data_arch = classification.pipeline_task(config.data.task, model_cfg)   # classifiers: *_cls
+
         def data(split, shuffle):
             return make_pipeline(
-                config.data.task, split=split, feature_lengths=dict(config.data.feature_lengths),
-                architecture=model_cfg.architecture, batch_size=int(config.data.batch_size), seed=data_seed,
+                data_task, split=split, feature_lengths=dict(config.data.feature_lengths),
+                architecture=data_arch, batch_size=int(config.data.batch_size), seed=data_seed,
                 shuffle=shuffle, pack=bool(config.data.pack), num_epochs=None,
                 process_index=jax.process_index(), process_count=jax.process_count())
 
