@@ -4,7 +4,7 @@ Every parameter and the main activations carry *logical* axis names (T5X
 style).  `LOGICAL_AXIS_RULES` below is the only place that says how those names
 map onto the physical mesh axes ``(data, fsdp, tensor)`` (MaxText style).
 
-Parameter names:   vocab, embed, mlp, heads, kv, relpos_buckets, layers, classes, abspos
+Parameter names:   vocab, embed, embed_factor, mlp, heads, kv, relpos_buckets, layers, classes, abspos
 Activation names:  batch, length, act_embed, act_heads, act_mlp, act_vocab, act_kv
 
 Parameters and activations use different names for the embedding dimension on
@@ -45,6 +45,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     # --- parameters ---
     ("vocab", "tensor"),
     ("embed", "fsdp"),
+    ("embed_factor", None),   # the narrow side of a factorised embedding's projection (embedding_size)
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("kv", None),

@@ -30,6 +30,7 @@ class ModelConfig:
     architecture: str = "encoder_decoder"
     vocab_size: int = 0
     d_model: int = 128
+    embedding_size: int = 0
     num_heads: int = 4
     d_kv: int = 32
     d_ff: int = 256
@@ -79,6 +80,15 @@ class ModelConfig:
         if self.position_embedding == "relative" and (int(self.relative_attention_num_buckets) < 4
                                                        or int(self.relative_attention_max_distance) < 2):
             raise UserError("model.relative_attention_num_buckets must be >= 4 and max_distance >= 2")
+        if int(self.embedding_size) < 0:
+            raise UserError(f"model.embedding_size must be >= 0 (0 = d_model), got {self.embedding_size!r}")
+        if int(self.embedding_size) not in (0, int(self.d_model)):   # factorised embeddings
+            if self.architecture not in ("encoder_only", "electra"):
+                raise UserError(f"model.embedding_size={self.embedding_size} (!= d_model) is for encoder_only "
+                                f"and electra models, not {self.architecture}; use 0 (= d_model)")
+            if self.tie_embeddings and self.architecture == "encoder_only":
+                raise UserError("model.tie_embeddings needs embedding_size 0 (= d_model): factorised embeddings "
+                                f"({self.embedding_size} -> {self.d_model}) have no tied output projection")
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise UserError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
         return self

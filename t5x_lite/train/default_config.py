@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.architecture = "encoder_decoder"   # encoder_decoder (T5) | decoder_only (LM, prefix LM) | encoder_only (BERT) | electra
     m.vocab_size = 0                     # 0 = the vocabulary's size rounded up to a multiple of 128
     m.d_model = 128                      # width of the residual stream (T5X emb_dim)
+    m.embedding_size = 0                 # token/position embedding width; 0 = d_model; else factorised: projected to d_model (ELECTRA-Small 128)
     m.num_heads = 4                      # attention heads
     m.d_kv = 32                          # width of each head (T5X head_dim)
     m.d_ff = 256                         # MLP hidden width (T5X mlp_dim)
