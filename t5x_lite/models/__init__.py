@@ -84,7 +84,7 @@ def classification_logits(model, batch: dict, *, deterministic: bool = True, dro
 def targets_and_weights(cfg: ModelConfig, batch: dict):
     """What the loss is on: (targets [B, L] int32, weights [B, L] float32).
     Weights default to targets != 0 when the batch has no *_loss_weights."""
-    prefix = "encoder" if cfg.architecture == "encoder_only" else "decoder"
+    prefix = "encoder" if cfg.architecture in ("encoder_only", "electra") else "decoder"
     targets = jnp.asarray(batch[f"{prefix}_target_tokens"], jnp.int32)
     weights = batch.get(f"{prefix}_loss_weights")
     weights = (targets != 0) if weights is None else jnp.asarray(weights)
