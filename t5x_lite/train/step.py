@@ -79,7 +79,9 @@ def bundle_from_config(model_cfg) -> ModelBundle:
             model, batch, deterministic=deterministic, dropout_rng=dropout_rng),
         targets=lambda batch: models.targets_and_weights(model_cfg, batch),
         sums=objectives.sums_fn_for(model_cfg),
-        dropout=float(model_cfg.dropout_rate) > 0,
+        # electra samples the generator's replacements with the step's key (fold_in(base_key, step)),
+        # so it gets one even without dropout (layers skip dropout at rate 0).
+        dropout=float(model_cfg.dropout_rate) > 0 or model_cfg.architecture == "electra",
     )
 
 
