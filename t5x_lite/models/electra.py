@@ -52,7 +52,7 @@ from t5x_lite.errors import UserError
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.layers import (ACTIVATIONS, DTYPES, Dense, RMSNorm, attention_mask, constrain, make_param,
                                     padding_or_segments)
-from t5x_lite.models.networks import Stack, _Network, _relpos, _split, embedding_width
+from t5x_lite.models.networks import Stack, _Network, _relpos, embedding_width
 
 _gelu = ACTIVATIONS["gelu_exact"]
 
