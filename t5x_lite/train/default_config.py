@@ -28,8 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.num_heads = 4                      # attention heads
     m.d_kv = 32                          # width of each head (T5X head_dim)
     m.d_ff = 256                         # MLP hidden width (T5X mlp_dim)
-    m.num_encoder_layers = 2             # encoder blocks (unused by decoder_only)
-    m.num_decoder_layers = 2             # decoder blocks (the stack of decoder_only / encoder_only)
+    m.num_encoder_layers = 2             # encoder blocks (the stack of encoder_only / electra; unused by decoder_only)
+    m.num_decoder_layers = 2             # decoder blocks (the stack of decoder_only; unused by encoder_only)
     m.mlp_activations = ("gelu", "linear")  # T5.1.1 gated GELU; ("relu",) is T5.1.0
     m.tie_embeddings = False             # share input and output embeddings, logits scaled by d_model**-0.5
     m.dropout_rate = 0.0                 # 0 for pretraining (T5.1.1), 0.1 for fine-tuning
