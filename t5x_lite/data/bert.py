@@ -17,12 +17,13 @@ wraps a source so that row i also carries the text of a partner document j != i,
 default_rng([seed, i]) -- a pure function of (seed, i), so grain's shuffling, sharding and exact resume
 are untouched.  Per document (the document stage's RNG, f(pipeline seed, index)):
 
-  1. a window of at most L - 3 tokens of the document (L = feature_lengths["inputs"]), at a random
-     start; documents of fewer than 2 tokens are dropped;
-  2. a random cut inside the window: A = the tokens before it (never empty);
-  3. with probability 0.5 (IsNext, nsp_label 1) B = the rest of the window, else (NotNext, 0) B = as
-     many tokens of the partner document, from a random start;
-  4. MLM: each non-special token selected with probability 0.15; a selected token becomes [MASK]
+  1. a cut at a random word boundary (between whitespace-separated words; between tokens for a
+     text of one word): A = the tokens before it, B = the tokens after it, truncated longest-first
+     to L - 3 tokens in all (L = feature_lengths["inputs"]), keeping the tokens nearest the cut;
+     documents with fewer than 2 words (and tokens) are dropped;
+  2. with probability 0.5 (IsNext, nsp_label 1) B stays, else (NotNext, 0) B is as many tokens of
+     the partner document from a random word on (about as many words as B had);
+  3. MLM: each non-special token selected with probability 0.15; a selected token becomes [MASK]
      (80%), a random token (10%) or stays (10%); the loss is on the selected tokens only.
 
 Output: inputs (corrupted), targets (original), loss_weights (1 on selected tokens), token_type_ids,
@@ -135,6 +136,15 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _units(vocab, text: str):
+    """(units, encode): the text's whitespace-separated words when it has two or more (so a cut falls
+    between words, as BERT's falls between sentences), else its tokens (a text without spaces)."""
+    words = text.split()
+    if len(words) >= 2:
+        return words, lambda units: vocab.encode(" ".join(units))
+    return list(vocab.encode(text)), list
+
+
 def next_sentence_pair(text_key: str = "text", noise_density: float = 0.15, mask_prob: float = 0.8,
                        random_prob: float = 0.1):
     """The document-stage preprocessor of the module docstring: row -> one MLM + NSP example."""
@@ -145,22 +155,25 @@ def next_sentence_pair(text_key: str = "text", noise_density: float = 0.15, mask
             raise UserError(f"BERT pairs need feature_lengths['inputs'] >= 5, got {budget + 3}")
         if OTHER_FIELD not in ex:
             raise UserError("next-sentence pairs need a NextSentenceSource (t5x_lite/data/bert.py bert_task)")
-        doc = np.asarray(vocab.encode(_text(ex[text_key])), np.int32)
-        if len(doc) < 2:
+        units, encode = _units(vocab, _text(ex[text_key]))
+        if len(units) < 2:
             return None
         rng = ctx.rng
-        w = min(len(doc), budget)
-        start = int(rng.integers(0, len(doc) - w + 1))
-        cut = int(rng.integers(1, w))
+        k = int(rng.integers(1, len(units)))                       # the cut: A ends, B starts
+        before = encode(units[max(0, k - budget):k])[-budget:]     # every unit is >= 1 token
+        after = encode(units[k:k + budget])[:budget]
+        if not before or not after:
+            return None
+        la, lb = truncate_pair(len(before), len(after), budget)     # keep the tokens nearest the cut
+        a = before[len(before) - la:]
         is_next = bool(rng.random() < 0.5)
-        a = doc[start:start + cut]
         if is_next:
-            b = doc[start + cut:start + w]
-        else:
-            other = np.asarray(vocab.encode(_text(ex[OTHER_FIELD])), np.int32)
-            want = w - cut
-            ostart = int(rng.integers(0, max(len(other) - want, 0) + 1))
-            b = other[ostart:ostart + want]
+            b = after[:lb]
+        else:                                                       # as many units of the partner, at random
+            other, other_encode = _units(vocab, _text(ex[OTHER_FIELD]))
+            n = min(len(units) - k, budget)
+            j = int(rng.integers(0, max(len(other) - n, 0) + 1))
+            b = other_encode(other[j:j + n])[:lb]
         tokens, types = pack_pair(a, b, vocab, budget + 3)
         inputs, weights = mask_tokens(tokens, vocab, rng, noise_density, mask_prob, random_prob)
         return {"inputs": inputs, "targets": tokens, "loss_weights": weights, "token_type_ids": types,
