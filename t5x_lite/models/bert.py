@@ -7,7 +7,7 @@ models/networks.py).  What BERT adds, and where it lives (logical axes in bracke
                                    the token (+ position) embedding (networks._Network; type_vocab_size > 0)
     pooler/{kernel (D, D) [embed, mlp], bias (D,) [mlp]}  dense + tanh on an example's first position
                                    ([CLS]); built with nsp_head, or for a classifier with
-                                   classifier_pooling="first" (BERT fine-tunes its pretrained pooler)
+                                   classifier_pooling="first" only (BERT fine-tunes its pretrained pooler)
     nsp_head/{kernel (D, 2) [mlp, classes], bias (2,) [classes]}  next-sentence prediction (class 1 =
                                    IsNext) on the pooled vector; nsp_head and num_classes == 0 only
     classifier/{kernel (D, C) [embed, classes], bias (C,) [classes]}  num_classes > 0
@@ -49,7 +49,9 @@ class Affine(Dense):
 
 
 def has_pooler(cfg: ModelConfig) -> bool:
-    return bool(cfg.nsp_head) or (cfg.num_classes > 0 and cfg.classifier_pooling == "first")
+    if cfg.num_classes > 0:   # a classifier: only for "first" pooling
+        return cfg.classifier_pooling == "first"
+    return bool(cfg.nsp_head)
 
 
 def has_nsp_head(cfg: ModelConfig) -> bool:
