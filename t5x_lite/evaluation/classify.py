@@ -114,7 +114,7 @@ def _infer_inputs(rows: list[dict], vocab, length: int) -> tuple[list, list]:
     return tokens, types
 
 
-def infer(loaded, rows: list[dict], output: str, *, batch_size: int = 32) -> int:
+def infer(loaded, rows: list[dict], output: str, *, batch_size: int = 32, progress: bool = True) -> int:
     """Write `output` (JSONL): each row plus prediction (label word), prediction_id, probabilities."""
     cfg = loaded.model_config
     labels = list(loaded.config.get("class_labels") or [f"class_{i}" for i in range(cfg.num_classes)])
@@ -125,7 +125,7 @@ def infer(loaded, rows: list[dict], output: str, *, batch_size: int = 32) -> int
         raise UserError(f"token id {bad[0]} out of range [0, {cfg.vocab_size})")
     with partitioning.activate(loaded.mesh):
         probs = class_probabilities(loaded.model, tokens, types, batch_size=batch_size,
-                                    length=max(len(t) for t in tokens), progress="infer")
+                                    length=max(len(t) for t in tokens), progress=progress and "infer")
     lines = []
     for row, p in zip(rows, probs):
         k = int(np.argmax(p))

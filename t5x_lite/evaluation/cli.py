@@ -225,7 +225,7 @@ def infer_main(argv: list[str]) -> int:
     loaded = loading.load_model(args.checkpoint, args.step, vocabulary=args.vocabulary)
     cfg, vocab = loaded.model_config, loaded.vocabulary
     if classify.is_classifier(cfg):   # encoder classifiers print label names (evaluation/classify.py)
-        return classify.infer(loaded, rows, args.output, batch_size=args.batch_size)
+        return classify.infer(loaded, rows, args.output, batch_size=args.batch_size, progress=not args.no_progress)
     add_eos = args.add_eos == "yes" or (args.add_eos == "auto" and cfg.architecture == "encoder_decoder")
     prompts = _prompts(rows, cfg, vocab, add_eos)
     from t5x_lite import decoding   # lazy: keeps `t5x-lite infer --help` fast (no JAX)
