@@ -145,7 +145,9 @@ def abstract_batch(config, architecture: str, mesh):
     converter = get_feature_converter(architecture, has_inputs, lengths)
     tokens = np.arange(3, 6, dtype=np.int32)
     packer = Packer(converter.stacks, 1, True)
-    packer.try_add(converter.prepare({"inputs": tokens, "targets": tokens}))
+    # BERT's features too (token types, NSP and class labels): the converters keep what their batches have
+    packer.try_add(converter.prepare({"inputs": tokens, "targets": tokens, "token_type_ids": np.zeros(3, np.int32),
+                                      "nsp_label": 0, "class_label": 0}))
     one = converter.finalize(packer.emit())
     sharding = partitioning.batch_sharding(mesh)
     b = int(config.data.batch_size)
@@ -212,7 +214,8 @@ def compile_report(config, kind: str = "cpu", devices=None) -> dict:
     abstract, specs = step_lib.state_specs(bundle, tx, mesh)      # jax.eval_shape: nothing initialised
     shardings = partitioning.named(mesh, specs)
     state = step_lib.abstract_with_shardings(abstract, shardings)
-    batch = abstract_batch(config, model_cfg.architecture, mesh)
+    classifier = model_cfg.architecture == "encoder_only" and model_cfg.num_classes > 0   # data/classification.py
+    batch = abstract_batch(config, "encoder_classifier" if classifier else model_cfg.architecture, mesh)
     train_step = step_lib.make_train_step(
         bundle, tx, schedule, mesh=mesh, state_shardings=shardings, z_loss=float(tc.z_loss),
         label_smoothing=float(tc.label_smoothing), loss_normalization=str(tc.loss_normalization),
