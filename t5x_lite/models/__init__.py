@@ -38,7 +38,11 @@ HF's 2-D [H*K, D] torch weights map by transpose + reshape.
         layers_{i}/pre_mlp_layer_norm/scale, layers_{i}/mlp/...
         decoder_norm/scale                                   (D,)
         logits_dense/kernel          (untied only)           (D, V)  [embed, vocab]
-    classifier/{kernel (D, C) [embed, classes], bias (C,) [classes]}   (encoder_only, num_classes > 0)
+    token_type_embedder/embedding    (type_vocab_size > 0)   (T, D)  [abspos, embed]
+    pooler/{kernel (D, D) [embed, mlp], bias (D,) [mlp]}          (encoder_only: nsp_head, or a "first" classifier)
+    nsp_head/{kernel (D, 2) [mlp, classes], bias (2,) [classes]}  (encoder_only, nsp_head, num_classes == 0)
+    classifier/{kernel (D, C) [embed, classes], bias (C,) [classes]}   (encoder_only, num_classes > 0; such a
+                                     classifier has no encoder/logits_dense.  BERT's heads: models/bert.py)
 
 With scan_layers=True each stack has `layers/...` instead of `layers_{i}/...`,
 every leaf with a leading (N,) ["layers"] axis; scan_params / unscan_params
