@@ -135,7 +135,8 @@ def test_finetune_config_resolves_a_classifier_from_a_bert_checkpoint(tmp_path):
     c = _bert_config(f"finetune_{TASK}")
     c.init_checkpoint = str(tmp_path / "bert")
     model_cfg, resolved = config_lib.resolve(c)
-    assert (model_cfg.num_classes, model_cfg.nsp_head, model_cfg.type_vocab_size, model_cfg.d_model) == (3, False, 2, 32)
+    got = (model_cfg.num_classes, model_cfg.nsp_head, model_cfg.type_vocab_size, model_cfg.d_model)
+    assert got == (3, False, 2, 32)
     assert model_cfg.classifier_pooling == "first" and model_cfg.dropout_rate == 0.1
     assert resolved["class_labels"] == list(LABELS) and resolved["vocabulary"] == "byte"
     c.model.num_classes = 4
