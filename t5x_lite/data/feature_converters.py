@@ -149,7 +149,9 @@ class PrefixLMFeatureConverter(FeatureConverter):
 
 class EncoderFeatureConverter(FeatureConverter):
     """Encoder-only MLM: inputs (corrupted), targets (original), loss_weights (1 on chosen positions;
-    when the task gives none, 1 where inputs != targets)."""
+    when the task gives none, 1 where inputs != targets); BERT pairs (t5x_lite/data/bert.py) add
+    token_type_ids -> encoder_token_type_ids and nsp_label -> encoder_nsp_labels (the label on every
+    token of its packed example; the objective reads it at the example's first position)."""
     name = "encoder_only"
 
     def __init__(self, feature_lengths, trim=True):
@@ -166,16 +168,26 @@ class EncoderFeatureConverter(FeatureConverter):
         weights = np.asarray(ex["loss_weights"], np.int32) if "loss_weights" in ex else (inputs != targets).astype(np.int32)
         n = self.stacks["encoder"]
         inputs = _trim(inputs, n, "inputs", self.trim)
-        return {"encoder": {"tokens": inputs, "targets": targets[:n], "loss": weights[:n]}}
+        out = {"tokens": inputs, "targets": targets[:n], "loss": weights[:n]}
+        if "token_type_ids" in ex:
+            out["types"] = np.asarray(ex["token_type_ids"], np.int32)[:n]
+        if "nsp_label" in ex:
+            out["nsp"] = np.full(len(inputs), int(ex["nsp_label"]), np.int32)
+        return {"encoder": out}
 
     def finalize(self, rows):
         enc = rows["encoder"]
-        return {"encoder_input_tokens": enc["tokens"], "encoder_target_tokens": enc["targets"],
-                "encoder_loss_weights": enc["loss"].astype(np.int32),
-                "encoder_segment_ids": enc["segment_ids"], "encoder_positions": enc["positions"]}
+        out = {"encoder_input_tokens": enc["tokens"], "encoder_target_tokens": enc["targets"],
+               "encoder_loss_weights": enc["loss"].astype(np.int32),
+               "encoder_segment_ids": enc["segment_ids"], "encoder_positions": enc["positions"]}
+        for stream, feature in (("types", "encoder_token_type_ids"), ("nsp", "encoder_nsp_labels")):
+            if stream in enc:
+                out[feature] = enc[stream]
+        return out
 
 
-ARCHITECTURES = ("encoder_decoder", "decoder_only", "encoder_only")
+CLASSIFIER = "encoder_classifier"   # an encoder_only model with num_classes > 0 (data/classification.py)
+ARCHITECTURES = ("encoder_decoder", "decoder_only", "encoder_only", "electra", CLASSIFIER)
 
 
 def get_feature_converter(architecture: str, task_has_inputs: bool, feature_lengths, trim: bool = True) -> FeatureConverter:
@@ -187,8 +199,11 @@ def get_feature_converter(architecture: str, task_has_inputs: bool, feature_leng
     if architecture == "decoder_only":
         cls = PrefixLMFeatureConverter if task_has_inputs else LMFeatureConverter
         return cls(feature_lengths, trim)
-    if architecture == "encoder_only":
+    if architecture in ("encoder_only", "electra"):   # electra trains on the same MLM batches
         return EncoderFeatureConverter(feature_lengths, trim)
+    if architecture == CLASSIFIER:   # an encoder_only model with num_classes > 0
+        from t5x_lite.data.classification import ClassifierFeatureConverter   # lazy: it imports this module
+        return ClassifierFeatureConverter(feature_lengths, trim)
     raise UserError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
 
 

@@ -11,7 +11,11 @@ Parameters (exactly the leaves of nnx.state(model, nnx.Param); tests check this)
     encoder layer      attn + MLP + 2 D
     decoder layer      2 attn + MLP + 3 D (with cross-attention), attn + MLP + 2 D (decoder-only)
     per stack          N layers + D (final norm) + buckets*H (relative positions)
-    embeddings         V D (+ max_position_embeddings D when learned) (+ D V untied logits)
+    BERT heads         type_vocab_size E token types, pooler D D + D, NSP head 2 D + 2, classifier C D + C;
+                       an encoder classifier has no untied logits (models/bert.py)
+    embeddings         V D (+ max_position_embeddings D when learned) (+ D V untied logits); with
+                       embedding_size E != D (factorised): V E (+ max_position_embeddings E) + E D
+    electra            models/electra.py param_counts / flops_per_sequence (generator + discriminator)
 
 Forward FLOPs of one sequence (a multiply-add = 2 FLOPs):
     projections        2 x (matmul params touched) per token
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from t5x_lite.models import bert
 from t5x_lite.models.config import ModelConfig
 
 
@@ -62,12 +67,17 @@ def _stack_params(cfg: ModelConfig, n: int, kind: str) -> int:
 
 def count_params(cfg: ModelConfig) -> int:
     """Total number of parameters of build_model(cfg)."""
+    if cfg.architecture == "electra":
+        from t5x_lite.models.electra import param_counts   # generator + discriminator (models/electra.py)
+        return param_counts(cfg)["total"]
     d, v = cfg.d_model, cfg.vocab_size
-    total = v * d
+    e = int(cfg.embedding_size) or d          # factorised embeddings: (V, e) tables + an (e, D) projection
+    total = v * e + (e * d if e != d else 0)
     if cfg.position_embedding == "learned":
-        total += cfg.max_position_embeddings * d
-    if not cfg.tie_embeddings:
+        total += cfg.max_position_embeddings * e
+    if not cfg.tie_embeddings and bert.has_mlm_output(cfg):   # an encoder classifier has no MLM output
         total += d * v
+    total += cfg.type_vocab_size * e                            # token type (segment) embeddings
     if cfg.architecture == "encoder_decoder":
         total += _stack_params(cfg, cfg.num_decoder_layers, "cross")
         if not cfg.shared_encoder_decoder:
@@ -76,8 +86,7 @@ def count_params(cfg: ModelConfig) -> int:
         total += _stack_params(cfg, cfg.num_decoder_layers, "self")
     else:
         total += _stack_params(cfg, cfg.num_encoder_layers, "self")
-        if cfg.num_classes > 0:
-            total += d * cfg.num_classes + cfg.num_classes
+        total += bert.head_params(cfg)   # BERT: pooler, NSP head / classifier
     return int(total)
 
 
@@ -89,6 +98,9 @@ def flops_per_sequence(cfg: ModelConfig, input_length: int, target_length: int, 
     causal mask throughout); encoder_only models see input_length tokens.
     causal_halving=False counts every (query, key) pair, i.e. what the dense
     kernels actually execute (XLA's cost analysis agrees with that number)."""
+    if cfg.architecture == "electra":
+        from t5x_lite.models.electra import flops_per_sequence as electra_flops   # both encoders + heads
+        return electra_flops(cfg, input_length)
     half = 0.5 if causal_halving else 1.0
     d, h, k, v = cfg.d_model, cfg.num_heads, cfg.d_kv, cfg.vocab_size
     proj = 2 * (_attn(cfg) + _mlp(cfg))          # per token per layer
@@ -113,7 +125,10 @@ def flops_per_sequence(cfg: ModelConfig, input_length: int, target_length: int, 
         n = cfg.num_encoder_layers
         f["projections"] = n * lin * proj
         f["attention"] = n * pair * lin * lin
-        f["logits"] = 2 * d * v * lin
+        f["logits"] = 2 * d * v * lin if bert.has_mlm_output(cfg) else bert.head_flops(cfg, lin)
+        e = int(cfg.embedding_size) or d
+        if e != d:
+            f["projections"] += 2 * e * d * lin   # the factorised embedding's projection
     f = {key: float(val) for key, val in f.items()}
     f["forward"] = sum(f.values())
     f["train"] = 3.0 * f["forward"]
@@ -128,7 +143,7 @@ def flops_per_step(cfg: ModelConfig, batch_size: int, input_length: int, target_
 def flops_per_token(cfg: ModelConfig, input_length: int, target_length: int) -> float:
     """Training FLOPs per token, tokens counted as input_length + target_length
     (encoder_only: input_length)."""
-    tokens = input_length if cfg.architecture == "encoder_only" else input_length + target_length
+    tokens = input_length if cfg.architecture in ("encoder_only", "electra") else input_length + target_length
     return flops_per_sequence(cfg, input_length, target_length)["train"] / max(tokens, 1)
 
 

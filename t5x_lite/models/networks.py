@@ -20,9 +20,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from t5x_lite.errors import UserError
+from t5x_lite.models import bert
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.layers import (DTYPES, Dense, Embed, MultiHeadAttention, Mlp, RelativePositionBias,
-                                    RMSNorm, apply_keep, attention_mask, constrain, dropout_keep, make_param,
+                                    RMSNorm, apply_keep, attention_mask, constrain, dropout_keep,
                                     padding_or_segments, sinusoidal_positions)
 
 
@@ -204,22 +205,45 @@ class Stack(nnx.Module):
 
 
 # --------------------------------------------------------------------------- shared pieces of the networks
+def embedding_width(cfg: ModelConfig) -> int:
+    """Width of the token/position embedding tables: embedding_size, or d_model when 0."""
+    return int(cfg.embedding_size) or int(cfg.d_model)
+
+
 class _Network(nnx.Module):
     def _init_embeddings(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.config = dataclasses.replace(cfg)
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         self.dtype = dtype
-        self.token_embedder = Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), 1.0, dtype=dtype,
+        e = embedding_width(cfg)
+        self.token_embedder = Embed(cfg.vocab_size, e, ("vocab", "embed"), 1.0, dtype=dtype,
                                     param_dtype=pdtype, rngs=rngs)
         if cfg.position_embedding == "learned":
-            self.position_embedder = Embed(cfg.max_position_embeddings, cfg.d_model, ("abspos", "embed"), 1.0,
+            self.position_embedder = Embed(cfg.max_position_embeddings, e, ("abspos", "embed"), 1.0,
                                            dtype=dtype, param_dtype=pdtype, rngs=rngs)
+        if cfg.type_vocab_size > 0:   # BERT's segment (token type) embedding, models/bert.py
+            self.token_type_embedder = Embed(cfg.type_vocab_size, e, ("abspos", "embed"), 1.0, dtype=dtype,
+                                             param_dtype=pdtype, rngs=rngs)
+        if e != cfg.d_model:   # factorised embeddings (ALBERT, ELECTRA-Small): width e, projected to d_model
+            self.embedding_projection = Dense((e,), (cfg.d_model,), ("embed_factor", "embed"), e ** -0.5,
+                                              dtype=dtype, param_dtype=pdtype, rngs=rngs)
 
-    def embed(self, tokens, positions=None):
+    def embed(self, tokens, positions=None, token_types=None):
         """tokens [B, L] -> [B, L, D]; absolute positions (learned/sinusoidal) use
-        `positions` (restarting per packed example) or 0..L-1."""
+        `positions` (restarting per packed example) or 0..L-1; token_types [B, L] (segment
+        A/B) are added when the model has type embeddings.  Factorised embeddings
+        (embedding_size != d_model) are summed at their width, then projected to D."""
+        x = self.embed_tokens(tokens, positions, token_types)
+        if hasattr(self, "embedding_projection"):
+            x = constrain(self.embedding_projection(x), ("batch", "length", "act_embed"))
+        return x
+
+    def embed_tokens(self, tokens, positions=None, token_types=None):
+        """The token (+ position) (+ token type) embedding sum at the embedding width [B, L, embedding_size or D]."""
         cfg = self.config
         x = self.token_embedder(tokens)
+        if hasattr(self, "token_type_embedder"):   # no token_types given: all segment A (0)
+            x = x + self.token_type_embedder(jnp.zeros_like(tokens) if token_types is None else token_types)
         if cfg.position_embedding == "learned" and tokens.shape[1] > cfg.max_position_embeddings:
             raise UserError(f"sequence length {tokens.shape[1]} exceeds model.max_position_embeddings="
                             f"{cfg.max_position_embeddings} (learned absolute positions)")
@@ -229,7 +253,7 @@ class _Network(nnx.Module):
             if cfg.position_embedding == "learned":
                 x = x + self.position_embedder(positions)
             else:
-                x = x + sinusoidal_positions(positions, cfg.d_model).astype(x.dtype)
+                x = x + sinusoidal_positions(positions, x.shape[-1]).astype(x.dtype)
         return constrain(x, ("batch", "length", "act_embed"))
 
     def logits(self, y, stack: Stack):
@@ -336,49 +360,44 @@ class DecoderOnly(_Network):
 # --------------------------------------------------------------------------- encoder-only
 class EncoderOnly(_Network):
     """BERT-style encoder: MLM logits over every position (untied
-    `encoder/logits_dense` or the tied embedding) and, with num_classes > 0, a
-    `classifier` (kernel (embed, classes) + bias) on a pooled vector: the mean
-    of the final hidden states over the first packed example's real tokens
-    (classifier_pooling="mean", default; T5 vocabularies have no [CLS]) or the
-    first position's hidden state ("first", BERT-style)."""
+    `encoder/logits_dense` or the tied embedding), optional token type
+    embeddings, and BERT's heads (models/bert.py): a pooler + NSP head
+    (nsp_head) or, with num_classes > 0, a `classifier` (kernel (embed, classes)
+    + bias) on a pooled vector per packed example: the mean of its final hidden
+    states (classifier_pooling="mean", default) or its first position's through
+    the pooler ("first", BERT's [CLS]).  A classifier has no MLM output."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self._init_embeddings(cfg, rngs)
-        pdtype = DTYPES[cfg.param_dtype]
         self.encoder = Stack(cfg, kind="encoder", num_layers=cfg.num_encoder_layers, cross_attention=False,
-                             logits=not cfg.tie_embeddings, bidirectional=True, rngs=rngs)
+                             logits=not cfg.tie_embeddings and bert.has_mlm_output(cfg), bidirectional=True,
+                             rngs=rngs)
         self.pooling = cfg.classifier_pooling
-        if cfg.num_classes > 0:
-            self.classifier = Dense((cfg.d_model,), (cfg.num_classes,), ("embed", "classes"), cfg.d_model ** -0.5,
-                                    dtype=self.dtype, param_dtype=pdtype, rngs=rngs)
-            self.classifier.bias = make_param(rngs, jax.nn.initializers.zeros, (cfg.num_classes,), ("classes",),
-                                              pdtype)
+        bert.init_heads(self, cfg, rngs)
 
     def hidden(self, batch, *, deterministic=True, dropout_rng=None):
         tokens = batch["encoder_input_tokens"]
         seg = padding_or_segments(tokens, batch.get("encoder_segment_ids"))
         mask = attention_mask(seg, seg, key_valid=seg != 0)
         bias = _relpos(self.encoder, tokens.shape[1], tokens.shape[1], True)
-        y = self.encoder(self.embed(tokens, batch.get("encoder_positions")), self_bias=bias, self_mask=mask,
-                         key=dropout_rng, deterministic=deterministic)
+        y = self.encoder(self.embed(tokens, batch.get("encoder_positions"), batch.get("encoder_token_type_ids")),
+                         self_bias=bias, self_mask=mask, key=dropout_rng, deterministic=deterministic)
         return y, seg
 
     def __call__(self, batch, *, deterministic=True, dropout_rng=None):
+        if not bert.has_mlm_output(self.config):
+            raise ValueError("an encoder classifier (num_classes > 0) has no MLM output; use classify()")
         y, _ = self.hidden(batch, deterministic=deterministic, dropout_rng=dropout_rng)
         return self.logits(y, self.encoder)
 
-    def classify(self, batch, *, deterministic=True, dropout_rng=None):
-        """-> float32 class logits [B, num_classes]."""
+    def classify(self, batch, *, deterministic=True, dropout_rng=None, per_position=False):
+        """-> float32 class logits [B, num_classes] of each row's first example, or with
+        per_position [B, L, num_classes] (every packed example's at its first position)."""
         if not hasattr(self, "classifier"):
             raise ValueError("this EncoderOnly model has no classification head (num_classes == 0)")
         y, seg = self.hidden(batch, deterministic=deterministic, dropout_rng=dropout_rng)
-        if self.pooling == "first":
-            pooled = y[:, 0]
-        else:
-            w = (seg == 1).astype(jnp.float32)[..., None]
-            pooled = (jnp.sum(y.astype(jnp.float32) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0))
-        out = self.classifier(pooled.astype(self.dtype)) + self.classifier.bias[...].astype(self.dtype)
-        return out.astype(jnp.float32)
+        out = bert.class_logits(self, y, seg)
+        return out if per_position else out[:, 0]
 
 
 def build_model(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
