@@ -19,7 +19,8 @@ from t5x_lite import checkpoints
 from t5x_lite.errors import UserError
 from t5x_lite.loading import flatten_params
 from t5x_lite.models import ModelConfig, build_model, count_params
-from t5x_lite.models.electra import generator_config, param_counts, replace_tokens
+from t5x_lite.models.electra import generator_config, replace_tokens
+from t5x_lite.models.flops import electra_param_counts as param_counts
 from t5x_lite.train import config as config_lib
 from t5x_lite.train import main as train_main
 from t5x_lite.train.electra_objective import batch_key, electra_sums

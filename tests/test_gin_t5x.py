@@ -197,7 +197,7 @@ def test_module_flag_is_imported_before_training(tmp_path, monkeypatch):
     from t5x_lite.data import TaskRegistry
     seen = {}
 
-    def fake_train(config, workdir):
+    def fake_train(config, workdir, **kwargs):
         seen["registered"] = "user_flag_task" in TaskRegistry.names()
         seen["task"], seen["workdir"] = config.data.task, workdir
         return 0

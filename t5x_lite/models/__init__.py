@@ -67,7 +67,15 @@ from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.decode import decode_step, init_decode_state
 from t5x_lite.models.flops import (count_params, flops_per_sequence, flops_per_step, flops_per_token,
                                    table2_configs)
-from t5x_lite.models.networks import DecoderOnly, EncoderDecoder, EncoderOnly, build_model
+from t5x_lite.models.electra import Electra
+from t5x_lite.models.networks import DecoderOnly, EncoderDecoder, EncoderOnly
+from t5x_lite.models.networks import build_model as _build_network
+
+
+def build_model(cfg: ModelConfig, rngs):
+    """EncoderDecoder | DecoderOnly | EncoderOnly | Electra (generator + discriminator) for cfg.architecture."""
+    cfg = cfg.validate()
+    return Electra(cfg, rngs) if cfg.architecture == "electra" else _build_network(cfg, rngs)
 from t5x_lite.models.scan_utils import scan_params, unscan_params
 
 
@@ -99,5 +107,5 @@ __all__ = [
     "ModelConfig", "build_model", "model_logits", "classification_logits", "targets_and_weights",
     "init_decode_state", "decode_step", "count_params", "flops_per_sequence", "flops_per_step",
     "flops_per_token", "table2_configs", "scan_params", "unscan_params",
-    "EncoderDecoder", "DecoderOnly", "EncoderOnly",
+    "EncoderDecoder", "DecoderOnly", "EncoderOnly", "Electra",
 ]

@@ -15,7 +15,7 @@ Parameters (exactly the leaves of nnx.state(model, nnx.Param); tests check this)
                        an encoder classifier has no untied logits (models/bert.py)
     embeddings         V D (+ max_position_embeddings D when learned) (+ D V untied logits); with
                        embedding_size E != D (factorised): V E (+ max_position_embeddings E) + E D
-    electra            models/electra.py param_counts / flops_per_sequence (generator + discriminator)
+    electra            electra_param_counts / electra_flops_per_sequence below (generator + discriminator)
 
 Forward FLOPs of one sequence (a multiply-add = 2 FLOPs):
     projections        2 x (matmul params touched) per token
@@ -43,6 +43,8 @@ import dataclasses
 
 from t5x_lite.models import bert
 from t5x_lite.models.config import ModelConfig
+from t5x_lite.models.electra import generator_config
+from t5x_lite.models.networks import embedding_width
 
 
 def _attn(cfg: ModelConfig) -> int:
@@ -68,8 +70,7 @@ def _stack_params(cfg: ModelConfig, n: int, kind: str) -> int:
 def count_params(cfg: ModelConfig) -> int:
     """Total number of parameters of build_model(cfg)."""
     if cfg.architecture == "electra":
-        from t5x_lite.models.electra import param_counts   # generator + discriminator (models/electra.py)
-        return param_counts(cfg)["total"]
+        return electra_param_counts(cfg)["total"]
     d, v = cfg.d_model, cfg.vocab_size
     e = int(cfg.embedding_size) or d          # factorised embeddings: (V, e) tables + an (e, D) projection
     total = v * e + (e * d if e != d else 0)
@@ -99,8 +100,7 @@ def flops_per_sequence(cfg: ModelConfig, input_length: int, target_length: int, 
     causal_halving=False counts every (query, key) pair, i.e. what the dense
     kernels actually execute (XLA's cost analysis agrees with that number)."""
     if cfg.architecture == "electra":
-        from t5x_lite.models.electra import flops_per_sequence as electra_flops   # both encoders + heads
-        return electra_flops(cfg, input_length)
+        return electra_flops_per_sequence(cfg, input_length)   # both encoders + heads
     half = 0.5 if causal_halving else 1.0
     d, h, k, v = cfg.d_model, cfg.num_heads, cfg.d_kv, cfg.vocab_size
     proj = 2 * (_attn(cfg) + _mlp(cfg))          # per token per layer
@@ -166,3 +166,36 @@ def table2_configs(base: ModelConfig) -> dict[str, ModelConfig]:
         "language_model": dataclasses.replace(ed, architecture="decoder_only", decoder_mask="causal"),
         "prefix_lm": dataclasses.replace(ed, architecture="decoder_only", decoder_mask="prefix"),
     }
+
+
+# --------------------------------------------------------------------------- electra (models/electra.py)
+def electra_param_counts(cfg: ModelConfig) -> dict[str, int]:
+    """Parameters of Electra(cfg): "discriminator" (shared embeddings included: what an
+    encoder_only fine-tune loads, plus the RTD head), "generator" (its own params: projection,
+    stack, MLM head) and "total"."""
+    d, e, v = int(cfg.d_model), embedding_width(cfg), int(cfg.vocab_size)
+    g = generator_config(cfg)
+    emb = (v + int(cfg.type_vocab_size)) * e + (cfg.max_position_embeddings * e
+                                                if cfg.position_embedding == "learned" else 0)
+    disc = emb + (e * d if e != d else 0) + _stack_params(cfg, cfg.num_encoder_layers, "self") + d * d + d + 1
+    gen = ((e * g.d_model if e != g.d_model else 0) + _stack_params(g, cfg.num_encoder_layers, "self")
+           + g.d_model * e + e + v)
+    return {"discriminator": int(disc), "generator": int(gen), "total": int(disc + gen)}
+
+
+def electra_flops_per_sequence(cfg: ModelConfig, length: int) -> dict[str, float]:
+    """Forward FLOPs of one sequence of `length` tokens: both encoders (as flops.py counts an
+    encoder_only model), the projections, the generator's tied logits at every position and the
+    RTD head.  Sampling and the losses are not counted."""
+    g, d, e, v, n = generator_config(cfg), int(cfg.d_model), embedding_width(cfg), int(cfg.vocab_size), int(length)
+    f = {}
+    for name, c in (("discriminator", cfg), ("generator", g)):
+        part = flops_per_sequence(dataclasses.replace(c, architecture="encoder_only", vocab_size=1, embedding_size=0),
+                             n, 0)
+        f[name] = part["projections"] + part["attention"]
+    f["embedding_projections"] = 2.0 * n * ((e * d if e != d else 0) + (e * g.d_model if e != g.d_model else 0))
+    f["heads"] = 2.0 * n * (g.d_model * e + e * v + d * d + d)
+    f = {key: float(val) for key, val in f.items()}
+    f["forward"] = sum(f.values())
+    f["train"] = 3.0 * f["forward"]
+    return f

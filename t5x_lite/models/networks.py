@@ -401,10 +401,9 @@ class EncoderOnly(_Network):
 
 
 def build_model(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
-    """EncoderDecoder | DecoderOnly | EncoderOnly | Electra for cfg.architecture."""
+    """EncoderDecoder | DecoderOnly | EncoderOnly for cfg.architecture (models.build_model adds Electra)."""
     cfg = cfg.validate()
     if cfg.architecture == "electra":
-        from t5x_lite.models.electra import Electra   # generator + discriminator (Clark et al. 2020)
-        return Electra(cfg, rngs)
+        raise ValueError("architecture 'electra' is built by t5x_lite.models.build_model (models/electra.py)")
     cls = {"encoder_decoder": EncoderDecoder, "decoder_only": DecoderOnly, "encoder_only": EncoderOnly}
     return cls[cfg.architecture](cfg, rngs)

@@ -24,6 +24,7 @@ from typing import Callable
 from t5x_lite import models
 from t5x_lite.train import losses
 from t5x_lite.train.bert_objective import bert_sums, classification_sums  # noqa: F401  (objectives.bert_sums)
+from t5x_lite.train.electra_objective import electra_sums
 
 SumsFn = Callable[..., dict]  # (model, batch, *, deterministic, dropout_rng, z_loss, label_smoothing) -> sums
 
@@ -41,7 +42,6 @@ def token_sums(model, batch, *, deterministic: bool, dropout_rng, z_loss: float,
 def sums_fn_for(cfg) -> SumsFn:
     """The objective of a model config (see the module docstring)."""
     if cfg.architecture == "electra":
-        from t5x_lite.train.electra_objective import electra_sums
         fn = electra_sums
     elif cfg.architecture == "encoder_only" and cfg.num_classes > 0:
         fn = classification_sums
