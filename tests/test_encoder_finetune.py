@@ -177,3 +177,11 @@ def test_classifier_trains_above_the_majority_baseline_then_eval_and_infer(tmp_p
     assert all(p["prediction"] == LABELS[p["prediction_id"]] == max(p["probabilities"], key=p["probabilities"].get)
                for p in preds)
     assert sum(p["prediction"] == r["topic"] for p, r in zip(preds, probe)) > 0.7 * len(probe)
+
+    # `t5x-lite eval` on the classifier: the task's metrics, and metrics.json says no decoding happened.
+    out_dir = tmp_path / "eval"
+    assert cli_main(["eval", "--checkpoint", workdir, "--task", TASK, "--output", str(out_dir),
+                     "--max-examples", "64", "--no-progress"]) == 0
+    written = json.loads((out_dir / TASK / "metrics.json").read_text())
+    assert written["decode"] == "argmax class (classifier)" and written["num_examples"] == 64
+    assert written["accuracy"] > majority + 20

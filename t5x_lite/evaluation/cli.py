@@ -115,10 +115,11 @@ def eval_main(argv: list[str]) -> int:
                 records, metrics = ev.evaluate_task(model, task, split=args.split, max_examples=args.max_examples,
                                                     settings=settings, progress=not args.no_progress and task.name,
                                                     inputs_length=inputs_length)
-        extra = {"num_examples": len(records), "split": args.split, "decode": args.decode,
+        decode = "argmax class (classifier)" if ev.classify.is_classifier(loaded.model_config) else args.decode
+        extra = {"num_examples": len(records), "split": args.split, "decode": decode,
                  "checkpoint": os.path.abspath(args.checkpoint), "step": loaded.step, "num_shots": args.num_shots,
                  "seconds": round(time.time() - t0, 2)}
-        if args.decode == "beam":
+        if decode == "beam":
             extra.update(beam_size=args.beam_size, alpha=args.alpha, beam_rule=args.beam_rule)
         out = ev.write_results(args.output, task.name, records, metrics, extra)
         shown = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
