@@ -185,3 +185,20 @@ def test_classifier_trains_above_the_majority_baseline_then_eval_and_infer(tmp_p
     written = json.loads((out_dir / TASK / "metrics.json").read_text())
     assert written["decode"] == "argmax class (classifier)" and written["num_examples"] == 64
     assert written["accuracy"] > majority + 20
+
+
+def test_classifier_eval_never_reads_past_the_learned_positions():
+    """The toy examples are ~35 byte tokens; a classifier with 16 learned positions is evaluated on
+    them truncated to 16 tokens, both by `t5x-lite eval` (no inputs length given: the default 512 is
+    capped by the model) and by the trainer's evaluator (the training inputs length).  Before, both
+    asked for the examples' full length and stopped with 'exceeds model.max_position_embeddings'."""
+    from t5x_lite.data import get_task_or_mixture
+    from t5x_lite.evaluation import evaluator as ev
+
+    cfg = ModelConfig(**{**BERT, "nsp_head": False, "num_classes": len(LABELS), "max_position_embeddings": 16})
+    model = build_model(cfg, nnx.Rngs(0))
+    task = get_task_or_mixture(TASK)
+    records, metrics = ev.evaluate_task(model, task, max_examples=8)
+    assert len(records) == 8 and 0.0 <= metrics["accuracy"] <= 100.0
+    out = ev._TrainEvaluator(task, "validation", 8, ev.DecodeSettings(), inputs_length=16)(0, model)
+    assert set(out) == {f"{TASK}/accuracy", f"{TASK}/macro_f1"}

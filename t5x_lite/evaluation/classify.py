@@ -83,6 +83,8 @@ def evaluate_task(model, task, *, split: str = "validation", max_examples: int |
         max_examples = len(examples)
         examples = None
     length = int(inputs_length or 512)
+    if model.config.position_embedding != "relative":   # learned/sinusoidal positions: no longer than trained
+        length = min(length, int(model.config.max_position_embeddings))
     exs = list(examples) if examples is not None else task_examples(task, split, max_examples, length)
     probs = class_probabilities(model, [ex["inputs"] for ex in exs], [ex["token_type_ids"] for ex in exs],
                                 batch_size=batch_size, length=min(length, max(len(ex["inputs"]) for ex in exs)),

@@ -309,7 +309,8 @@ class _TrainEvaluator:
     def __call__(self, step: int, model) -> dict[str, float]:
         if self._examples is None:
             self._examples = task_examples(self.task, self.split, self.num_examples, self.inputs_length)
-        _, metrics = evaluate_task(model, self.task, settings=self.settings, examples=self._examples)
+        _, metrics = evaluate_task(model, self.task, settings=self.settings, examples=self._examples,
+                                   inputs_length=self.inputs_length)
         return {f"{self.name}/{k}": v for k, v in metrics.items()}
 
     def __repr__(self):
