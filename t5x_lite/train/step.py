@@ -49,14 +49,11 @@ State = dict  # {"params", "opt_state", "step"}
 class ModelBundle:
     """Everything the step needs to know about a model, architecture-agnostic.
 
-    build(rngs) -> nnx.Module; logits(model, batch, deterministic, dropout_rng) -> [B, L, V];
-    targets(batch) -> (targets [B, L] int32, weights [B, L] float32);
+    build(rngs) -> nnx.Module;
     sums(model, batch, *, deterministic, dropout_rng, z_loss, label_smoothing) -> the summed loss and
     metrics of one batch (t5x_lite/train/objectives.py), what the train and eval steps use.
     """
     build: Callable[[nnx.Rngs], nnx.Module]
-    logits: Callable[..., jax.Array]
-    targets: Callable[[dict], tuple[jax.Array, jax.Array]]
     sums: Callable[..., dict]
     dropout: bool = False
     graphdef: Any = None
@@ -75,9 +72,6 @@ def bundle_from_config(model_cfg) -> ModelBundle:
     """A ModelBundle for `models.build_model(model_cfg)` (any architecture)."""
     return ModelBundle(
         build=lambda rngs: models.build_model(model_cfg, rngs),
-        logits=lambda model, batch, deterministic, dropout_rng: models.model_logits(
-            model, batch, deterministic=deterministic, dropout_rng=dropout_rng),
-        targets=lambda batch: models.targets_and_weights(model_cfg, batch),
         sums=objectives.sums_fn_for(model_cfg),
         # electra samples the generator's replacements with the step's key (fold_in(base_key, step)),
         # so it gets one even without dropout (layers skip dropout at rate 0).
