@@ -344,7 +344,8 @@ class DecoderOnly(_Network):
         self.decoder = Stack(cfg, kind="decoder", num_layers=cfg.num_decoder_layers, cross_attention=False,
                              logits=not cfg.tie_embeddings, bidirectional=self.prefix, rngs=rngs)
 
-    def __call__(self, batch, *, deterministic=True, dropout_rng=None):
+    def hidden(self, batch, *, deterministic=True, dropout_rng=None):
+        """Normed final hidden states [B, L, D] (the output layer's input)."""
         tokens = batch["decoder_input_tokens"]
         b, l = tokens.shape
         seg = batch.get("decoder_segment_ids")

@@ -58,8 +58,8 @@ def bert_sums(model, batch, *, deterministic: bool, dropout_rng, z_loss: float, 
                         "such as builtin_bert, or set model.nsp_head=False for MLM only")
     y, seg = model.hidden(batch, deterministic=deterministic, dropout_rng=dropout_rng)
     targets, weights = models.targets_and_weights(cfg, batch)
-    mlm = losses.weighted_sums(model.logits(y, model.encoder), targets, weights, z_loss=z_loss,
-                               label_smoothing=label_smoothing)
+    mlm = losses.loss_position_sums(lambda h: model.logits(h, model.encoder), y, targets, weights, z_loss=z_loss,
+                                    label_smoothing=label_smoothing)   # logits at the masked positions only
     starts = _starts(batch).astype(jnp.float32)
     nsp = _example_sums(bert.nsp_logits(model, y, seg), batch["encoder_nsp_labels"].astype(jnp.int32), starts,
                         z_loss=0.0)

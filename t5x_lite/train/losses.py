@@ -68,3 +68,44 @@ def weighted_sums(logits, targets, weights, *, z_loss: float = 1e-4, label_smoot
         "correct_sum": jnp.sum(correct * weights),
         "weight_sum": jnp.sum(weights),
     }
+
+
+def _tier(length: int, fraction: float) -> int:
+    """ceil(length * fraction) rounded up to a multiple of 8, at most length."""
+    return min(length, -(-math.ceil(length * fraction) // 8) * 8)
+
+
+def loss_position_sums(logits_fn, hidden, targets, weights, *, z_loss: float = 1e-4,
+                       label_smoothing: float = 0.0) -> dict:
+    """weighted_sums(logits_fn(hidden), targets, weights), with the output layer applied only where
+    the loss is taken.
+
+    hidden [B, L, D] -> logits_fn -> [B, L, V] dominates a small model's step when V >> D, and a
+    decoder-only model reading inputs ++ targets (or an MLM) takes its loss on a fraction of the
+    positions.  Shapes must be static under jit, so the positions with weight != 0 are moved to the
+    front of each row (a stable sort keeps their order) and the first K of them go through the output
+    layer, K the smallest tier (L/4, L/2, rounded up to 8) that holds every row's count; a batch
+    with more uses all L positions.  `lax.switch` runs only the chosen branch.  The sums are the
+    full computation's up to float summation order: the positions left out have weight 0."""
+    b, length = targets.shape
+    tiers = sorted({k for k in (_tier(length, 0.25), _tier(length, 0.5)) if k < length})
+    kw = dict(z_loss=z_loss, label_smoothing=label_smoothing)
+    if not tiers:
+        return weighted_sums(logits_fn(hidden), targets, weights, **kw)
+    live = weights != 0
+    count = jnp.max(jnp.sum(live.astype(jnp.int32), axis=-1))              # the fullest row
+    order = jnp.argsort(jnp.logical_not(live).astype(jnp.int32), axis=-1, stable=True)   # [B, L]
+
+    def compact(k):
+        def branch(hidden, targets, weights):
+            idx = order[:, :k]                                             # [B, K] loss positions first
+            h = jnp.take_along_axis(hidden, idx[..., None], axis=1)        # [B, K, D]
+            return weighted_sums(logits_fn(h), jnp.take_along_axis(targets, idx, axis=1),
+                                 jnp.take_along_axis(weights, idx, axis=1), **kw)
+        return branch
+
+    def full(hidden, targets, weights):
+        return weighted_sums(logits_fn(hidden), targets, weights, **kw)
+
+    index = sum((count > k).astype(jnp.int32) for k in tiers)
+    return jax.lax.switch(index, [compact(k) for k in tiers] + [full], hidden, targets, weights)

@@ -32,9 +32,17 @@ SumsFn = Callable[..., dict]  # (model, batch, *, deterministic, dropout_rng, z_
 def token_sums(model, batch, *, deterministic: bool, dropout_rng, z_loss: float, label_smoothing: float,
                cfg) -> dict:
     """Cross-entropy (+ z-loss) over the target tokens, weighted by *_loss_weights."""
-    logits = models.model_logits(model, batch, deterministic=deterministic, dropout_rng=dropout_rng)
     targets, weights = models.targets_and_weights(cfg, batch)
-    sums = losses.weighted_sums(logits, targets, weights, z_loss=z_loss, label_smoothing=label_smoothing)
+    kw = dict(z_loss=z_loss, label_smoothing=label_smoothing)
+    if cfg.architecture in ("decoder_only", "encoder_only"):
+        # the loss is on a fraction of the positions (targets after inputs, masked tokens): the
+        # output layer runs only there (losses.loss_position_sums)
+        y = model.hidden(batch, deterministic=deterministic, dropout_rng=dropout_rng)
+        y, stack = (y, model.decoder) if cfg.architecture == "decoder_only" else (y[0], model.encoder)
+        sums = losses.loss_position_sums(lambda h: model.logits(h, stack), y, targets, weights, **kw)
+    else:
+        logits = models.model_logits(model, batch, deterministic=deterministic, dropout_rng=dropout_rng)
+        sums = losses.weighted_sums(logits, targets, weights, **kw)
     sums["aux"] = {}
     return sums
 
