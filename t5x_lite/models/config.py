@@ -15,7 +15,7 @@ import difflib
 from typing import Any
 
 from t5x_lite.errors import UserError
-from t5x_lite.models.layers import ACTIVATIONS, DTYPES
+from t5x_lite.models.layers import ACTIVATIONS, ATTENTION_IMPLS, DTYPES
 
 # The allowed values of the choice fields (validators elsewhere take them from here).
 ARCHITECTURES = ("encoder_decoder", "decoder_only", "encoder_only", "electra")
@@ -56,6 +56,11 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat_policy: str = "none"
     scan_layers: bool = False
+    # auto: cudnn (jax.nn.dot_product_attention, cuDNN) on a GPU backend with a bfloat16/float16 compute
+    # dtype, else einsum (the HF-parity path, the CPU default); xla / cudnn force
+    # jax.nn.dot_product_attention with that implementation.  A call with attention dropout active
+    # (dropout_rate > 0, training) always runs einsum (layers.resolve_attention_impl).
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         self.mlp_activations = tuple(self.mlp_activations)
@@ -64,7 +69,7 @@ class ModelConfig:
         for name, choices in (("architecture", ARCHITECTURES), ("position_embedding", POSITION_EMBEDDINGS),
                               ("decoder_mask", DECODER_MASKS), ("remat_policy", REMAT_POLICIES),
                               ("classifier_pooling", CLASSIFIER_POOLINGS), ("dtype", tuple(DTYPES)),
-                              ("param_dtype", tuple(DTYPES))):
+                              ("param_dtype", tuple(DTYPES)), ("attention_impl", ATTENTION_IMPLS)):
             if getattr(self, name) not in choices:
                 raise UserError(f"model.{name} must be one of {'|'.join(choices)}, got {getattr(self, name)!r}")
         for name in ("vocab_size", "d_model", "num_heads", "d_kv", "d_ff"):
@@ -91,6 +96,9 @@ class ModelConfig:
                                 f"({self.embedding_size} -> {self.d_model}) have no tied output projection")
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise UserError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+        if self.attention_impl == "cudnn" and self.dtype == "float32":
+            raise UserError("model.attention_impl='cudnn' needs dtype bfloat16 (cuDNN attention has no float32); "
+                            "use auto, einsum or xla")
         return self
 
     def __hash__(self):

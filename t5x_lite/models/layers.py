@@ -21,6 +21,8 @@ from flax import nnx
 from flax.core import spmd as core_spmd
 from jax.sharding import PartitionSpec
 
+from t5x_lite.errors import UserError
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Masked attention logits get this value (finite, so a fully masked row gives a
 # uniform distribution instead of NaN; such rows are padding and carry no loss).
@@ -216,6 +218,34 @@ class RelativePositionBias(nnx.Module):
 
 
 # --------------------------------------------------------------------------- attention
+# model.attention_impl: "einsum" is dot_product_attention below (the HF-parity path);
+# "xla" / "cudnn" call jax.nn.dot_product_attention with that implementation;
+# "auto" picks per call (resolve_attention_impl).
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
+_CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def resolve_attention_impl(impl: str, q, k, *, dropout_active: bool) -> str:
+    """The implementation one attention call runs (q [B, Lq, H, K], k [B, Lk, H, K]).
+
+    Attention-probability dropout is only in the einsum path, so any choice
+    falls back to "einsum" for a call with dropout active.  "auto" is "cudnn"
+    when the backend is GPU, the compute dtype bfloat16/float16, the head width
+    a multiple of 8 and <= 128 and both lengths even (cuDNN flash attention's
+    shape limits with a bias), else "einsum" (the CPU default)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention_impl {impl!r}; one of {'|'.join(ATTENTION_IMPLS)}")
+    if dropout_active:
+        return "einsum"
+    if impl != "auto":
+        return impl
+    lq, lk, d_kv = q.shape[1], k.shape[1], q.shape[-1]
+    if (jax.default_backend() == "gpu" and jnp.dtype(q.dtype) in _CUDNN_DTYPES and d_kv % 8 == 0
+            and d_kv <= 128 and lq % 2 == 0 and lk % 2 == 0):
+        return "cudnn"
+    return "einsum"
+
+
 def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True):
     """q [B, Lq, H, K], k/v [B, Lk, H, K], bias [1|B, H, Lq, Lk] float32 or None,
     mask [B, 1|H, Lq, Lk] bool or None -> [B, Lq, H, K].
@@ -231,13 +261,33 @@ def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, de
     return jnp.einsum("bhqt,bthk->bqhk", probs, v)
 
 
+def fused_dot_product_attention(q, k, v, bias, mask, *, implementation: str):
+    """The same attention (no dropout) through jax.nn.dot_product_attention:
+    our [B, L, H, K] is its [B, T, N, H] layout, scale=1.0 (T5), the float32
+    relative position bias is added to the logits and the boolean mask selects
+    them.  A fully masked query row (padding) gets a finite large negative
+    value in every logit, so a uniform softmax as in the einsum path, not NaN.
+    cuDNN needs the bias in the compute dtype (it folds the mask into it)."""
+    if implementation == "cudnn":
+        if jax.default_backend() != "gpu":
+            raise UserError(f"model.attention_impl='cudnn' needs a GPU backend, this one is "
+                            f"{jax.default_backend()!r}; use auto, einsum or xla")
+        if bias is not None:
+            bias = bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, bias, mask, scale=1.0, implementation=implementation)
+
+
 class MultiHeadAttention(nnx.Module):
     """T5 attention: query/key/value kernels (D, H, K), output kernel (H, K, D).
     Init follows Mesh-TF/HF T5: query std (D*K)**-0.5 (the folded 1/sqrt(K)),
     key/value std D**-0.5, out std (H*K)**-0.5."""
 
-    def __init__(self, d_model: int, num_heads: int, d_kv: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, num_heads: int, d_kv: int, *, dtype, param_dtype, rngs: nnx.Rngs,
+                 attention_impl: str = "einsum"):
+        if attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention_impl {attention_impl!r}; one of {'|'.join(ATTENTION_IMPLS)}")
         D, H, K = d_model, num_heads, d_kv
+        self.attention_impl = attention_impl
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.query = Dense((D,), (H, K), ("embed", "heads", "kv"), (D * K) ** -0.5, **kw)
         self.key = Dense((D,), (H, K), ("embed", "heads", "kv"), D ** -0.5, **kw)
@@ -258,8 +308,13 @@ class MultiHeadAttention(nnx.Module):
         return self.attend(q, k, v, bias, mask, dropout_rate=dropout_rate, key=key, deterministic=deterministic)
 
     def attend(self, q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True):
-        ctx = dot_product_attention(q, k, v, bias, mask, dropout_rate=dropout_rate, key=key,
-                                    deterministic=deterministic)
+        impl = resolve_attention_impl(self.attention_impl, q, k,
+                                      dropout_active=not deterministic and dropout_rate > 0.0)
+        if impl == "einsum":
+            ctx = dot_product_attention(q, k, v, bias, mask, dropout_rate=dropout_rate, key=key,
+                                        deterministic=deterministic)
+        else:
+            ctx = fused_dot_product_attention(q, k, v, bias, mask, implementation=impl)
         return constrain(self.out(ctx), ("batch", "length", "act_embed"))
 
 

@@ -53,7 +53,7 @@ class TransformerLayer(nnx.Module):
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         norm = lambda: RMSNorm(cfg.d_model, eps=cfg.layer_norm_epsilon, dtype=dtype, param_dtype=pdtype, rngs=rngs)
         attn = lambda: MultiHeadAttention(cfg.d_model, cfg.num_heads, cfg.d_kv, dtype=dtype, param_dtype=pdtype,
-                                          rngs=rngs)
+                                          rngs=rngs, attention_impl=cfg.attention_impl)
         self.kind = kind
         self.has_cross = cross_attention
         self.rate = float(cfg.dropout_rate)

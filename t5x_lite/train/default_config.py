@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"            # stored params dtype: float32 | bfloat16
     m.remat_policy = "none"              # activation recomputation: none | full | dots_saveable
     m.scan_layers = False                # one lax.scan over the stacked layers (faster compiles)
+    m.attention_impl = "auto"            # auto (cudnn on GPU with bfloat16, else einsum) | einsum | xla | cudnn (jax.nn.dot_product_attention); dropout calls use einsum
 
     # Data (t5x_lite/data).
     c.data = d = ml_collections.ConfigDict()
