@@ -16,7 +16,9 @@ check), so the test instruments the run instead:
   * jax.device_get / jax.block_until_ready and jax.Array's host-read methods are wrapped too, so a
     read of the train state (not only the metrics) is seen.
 A read while the host is in a non-log step fails the test.  The last two tests add a per-step
-float(loss) / np.asarray(loss) to TrainLogger.append and check that it is caught.
+float(loss) / np.asarray(loss) to TrainLogger.append and check that it is caught.  (A loop that
+computed on the metrics on the device, e.g. summed them with jnp, would read the proxies through
+__array__ and need this test adapted: JAX no longer accepts __jax_array__ objects.)
 """
 
 from __future__ import annotations
