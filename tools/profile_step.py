@@ -1,0 +1,327 @@
+"""Where a train step's time goes, op by op: t5x_lite (JAX profiler) and, with --vs-hf, HF PyTorch
+T5 (torch.profiler) at the same shape, grouped into the same categories.
+
+    python tools/profile_step.py --config configs/t5_1_1.py:small --batch 2 --inputs 512 --targets 114 --vs-hf
+
+t5x_lite: the jitted train step is compiled, run --steps times under jax.profiler with a Perfetto
+trace, and every XLA op's (thunk's) time is summed by name.  Each op is mapped to the Python line
+that created it through the compiled HLO's metadata (source_file/source_line, op_name), and from
+there to a category:
+
+    matmul       dots (and fusions holding a dot) of the dense layers and the output layer
+    attention    the attention score/context dots, softmax and masking (layers.dot_product_attention)
+    relpos bias  T5's relative position bias (bucket computation + gather)
+    loss         cross-entropy, z-loss, accuracy (train/losses.py)
+    optimizer    the optimizer update (optax, train/optimizers.py) and clipping
+    layout       stand-alone transposes and copies
+    other        norms, activations, embeddings, dropout, the rest
+
+HF: torch.profiler over the same number of steps; each op's self time goes to a category by the
+aten op name (mm/addmm/bmm/matmul -> matmul unless under the attention function, softmax ->
+attention, copy_/contiguous/transpose -> layout, cross_entropy/log_softmax/nll -> loss, anything
+under the optimizer's step -> optimizer).
+
+Prints one table: per category, ms per step and % of the step, for both; and the measured step
+time.  --json PATH writes the same.  Profiles inflate small ops; use tools/bench_train.py for the
+step times that matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+CATEGORIES = ("matmul", "attention", "relpos bias", "embedding", "loss", "optimizer", "layout", "other")
+
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+\s+([\w\-]+)\(")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+_FRAME = re.compile(r"stack_frame_id=(\d+)")
+_META_OP = re.compile(r'op_name="([^"]*)"')
+_COMP = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_TABLE_ROW = re.compile(r"^(\d+)\s+(.*)$")
+_TABLES = ("FileNames", "FunctionNames", "FileLocations", "StackFrames")
+
+
+def _tables(text: str) -> dict:
+    """The HLO module's source tables (FileNames, FunctionNames, FileLocations, StackFrames):
+    {table: {id: row text}}.  JAX records, per op, the innermost Python frame outside JAX and
+    the libraries: the project's function that created it."""
+    out, current = {}, None
+    for line in text.splitlines():
+        if line in _TABLES:
+            current = out.setdefault(line, {})
+            continue
+        if current is not None:
+            m = _TABLE_ROW.match(line)
+            if not m:
+                current = None
+                continue
+            current[int(m.group(1))] = m.group(2)
+    return out
+
+
+def frame_functions(text: str) -> dict[int, tuple[str, str]]:
+    """stack_frame_id -> (file basename, function name) of that frame's location."""
+    t = _tables(text)
+    files = {k: os.path.basename(v.strip('"')) for k, v in t.get("FileNames", {}).items()}
+    funcs = {k: v.strip('"') for k, v in t.get("FunctionNames", {}).items()}
+    locs = {}
+    for k, v in t.get("FileLocations", {}).items():
+        f, fn = re.search(r"file_name_id=(\d+)", v), re.search(r"function_name_id=(\d+)", v)
+        locs[k] = (files.get(int(f.group(1)), "") if f else "", funcs.get(int(fn.group(1)), "") if fn else "")
+    out = {}
+    for k, v in t.get("StackFrames", {}).items():
+        loc = re.search(r"file_location_id=(\d+)", v)
+        out[k] = locs.get(int(loc.group(1)), ("", "")) if loc else ("", "")
+    return out
+
+
+def parse_hlo(text: str) -> tuple[dict, dict]:
+    """-> ({instruction: (opcode, called computation, file, function, op_name)}, {computation: [opcodes]})."""
+    frames = frame_functions(text)
+    instrs, comps, current = {}, collections.defaultdict(list), None
+    for line in text.splitlines():
+        m = _COMP.match(line)
+        if m and "=" not in line.split("{")[0]:
+            current = m.group(1)
+            continue
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        name, opcode = m.group(1), m.group(2)
+        calls = _CALLS.search(line)
+        fr, op = _FRAME.search(line), _META_OP.search(line)
+        path, func = frames.get(int(fr.group(1)), ("", "")) if fr else ("", "")
+        instrs[name] = (opcode, calls.group(1) if calls else None, path, func, op.group(1) if op else "")
+        if current:
+            comps[current].append(opcode)
+    return instrs, comps
+
+
+def categorize(info, comps) -> str:
+    """An HLO instruction -> a category, from the Python function that created it and its opcodes."""
+    opcode, called, path, func, op_name = info
+    inner = set(comps.get(called, ())) if called else set()
+    has_dot = bool((inner | {opcode}) & {"dot", "convolution"})
+    if path == "optimizers.py" or func.endswith("train_step"):
+        return "optimizer"
+    if path == "losses.py":
+        return "loss"
+    if func in ("RelativePositionBias.__call__", "relative_position_bucket", "_relpos"):
+        return "relpos bias"
+    if func in ("dot_product_attention", "attention_mask") or func.startswith("_fused"):
+        return "attention"
+    if func in ("Embed.__call__", "_Network.embed_tokens", "_Network.embed") and not has_dot:
+        return "embedding"
+    if has_dot:
+        return "matmul"
+    if opcode in ("transpose", "copy") or (inner and inner <= {"transpose", "copy", "parameter", "bitcast"}):
+        return "layout"
+    return "other"
+
+
+def profile_jax(args) -> dict:
+    import jax
+    import numpy as np
+
+    from t5x_lite import partitioning
+    from t5x_lite.train import optimizers, step as step_lib
+    from t5x_lite.train.config import resolve
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from bench_train import load_config   # configs/NAME.py[:preset] -> ConfigDict
+
+    config = load_config(args.config)
+    with config.unlocked():
+        config.data.batch_size = args.batch
+        config.data.feature_lengths = {"inputs": args.inputs, "targets": args.targets}
+        if args.dtype != "config":
+            config.model.dtype = args.dtype
+    model_cfg, _ = resolve(config)
+    mesh = partitioning.make_mesh(config.mesh)
+    bundle = step_lib.bundle_from_config(model_cfg)
+    tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.num_steps),
+                                             grad_clip=float(config.train.grad_clip))
+    abstract, specs = step_lib.state_specs(bundle, tx, mesh)
+    shardings = partitioning.named(mesh, specs)
+    state = step_lib.init_state(bundle, tx, shardings, seed=0)
+    train_step = step_lib.make_train_step(bundle, tx, schedule, mesh=mesh, state_shardings=shardings,
+                                          z_loss=float(config.train.z_loss))
+    rng = np.random.default_rng(0)
+    b, li, lt = args.batch, args.inputs, args.targets
+    tgt = rng.integers(2, 8000, (b, lt)).astype(np.int32)
+    host = {"encoder_input_tokens": rng.integers(2, 8000, (b, li)).astype(np.int32), "decoder_target_tokens": tgt,
+            "decoder_input_tokens": np.concatenate([np.zeros((b, 1), np.int32), tgt[:, :-1]], 1),
+            "decoder_loss_weights": np.ones((b, lt), np.float32)}
+    batch = partitioning.global_batch(host, mesh)
+    with partitioning.activate(mesh):
+        hlo = train_step.lower(state, batch).compile().as_text() if hasattr(train_step, "lower") else ""
+    if not hlo:
+        hlo = jax.jit(lambda s, x: train_step(s, x)).lower(state, batch).compile().as_text()
+    instrs, comps = parse_hlo(hlo)
+    for _ in range(2):
+        state, m = train_step(state, batch)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        state, m = train_step(state, batch)
+    jax.block_until_ready(m)
+    step_s = (time.perf_counter() - t0) / args.steps
+    tmp = tempfile.mkdtemp(prefix="t5xl_prof_")
+    try:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(args.steps):
+                state, m = train_step(state, batch)
+            jax.block_until_ready(m)
+        trace = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+        events = json.load(gzip.open(trace[0]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    per_cat = collections.Counter()
+    per_op = collections.Counter()
+    unmatched = 0.0
+    for e in events:
+        if e.get("ph") != "X":
+            continue
+        name = e["name"]
+        if name in instrs:
+            cat = categorize(instrs[name], comps)
+            per_cat[cat] += e.get("dur", 0.0)
+            per_op[(cat, name)] += e.get("dur", 0.0)
+        elif not name.startswith(("$", "end:")) and name[:1].islower() and "." in name:
+            unmatched += e.get("dur", 0.0)
+    total = sum(per_cat.values())
+    return {"step_s": step_s, "ops_ms_per_step": {c: per_cat[c] / 1e3 / args.steps for c in CATEGORIES},
+            "ops_total_ms_per_step": total / 1e3 / args.steps, "unmatched_ms_per_step": unmatched / 1e3 / args.steps,
+            "top_ops": [(c, n, round(d / 1e3 / args.steps, 3)) for (c, n), d in per_op.most_common(15)],
+            "model": model_cfg.to_dict()}
+
+
+HF_PROFILE = r"""
+import json, sys, time, collections, torch
+sys.path.insert(0, sys.argv[2])
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.optimization import Adafactor
+a = json.loads(sys.argv[1]); m = a["model"]
+torch.manual_seed(0); torch.set_num_threads(a["threads"])
+act = m["mlp_activations"]
+cfg = T5Config(vocab_size=m["vocab_size"], d_model=m["d_model"], d_kv=m["d_kv"], d_ff=m["d_ff"],
+               num_layers=m["num_encoder_layers"], num_decoder_layers=m["num_decoder_layers"],
+               num_heads=m["num_heads"], relative_attention_num_buckets=m["relative_attention_num_buckets"],
+               relative_attention_max_distance=m["relative_attention_max_distance"], dropout_rate=0.0,
+               feed_forward_proj="gated-gelu" if len(act) == 2 else "relu", tie_word_embeddings=m["tie_embeddings"],
+               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+model = T5ForConditionalGeneration(cfg).train()
+if not m["tie_embeddings"]:
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(m["vocab_size"], m["d_model"]) * m["d_model"] ** -0.5)
+    model.config.tie_word_embeddings = False
+opt = Adafactor(model.parameters(), lr=0.01, relative_step=False, scale_parameter=True, warmup_init=False)
+g = torch.Generator().manual_seed(0)
+x = torch.randint(2, 8000, (a["batch"], a["inputs"]), generator=g)
+y = torch.randint(2, 8000, (a["batch"], a["targets"]), generator=g)
+def step():
+    with torch.profiler.record_function("fwd_bwd"):
+        model(input_ids=x, labels=y).loss.backward()
+    with torch.profiler.record_function("optimizer"):
+        opt.step(); opt.zero_grad(set_to_none=True)
+for _ in range(2): step()
+t = time.perf_counter()
+for _ in range(a["steps"]): step()
+step_s = (time.perf_counter() - t) / a["steps"]
+from torch.profiler import profile, ProfilerActivity
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    for _ in range(a["steps"]): step()
+cat = collections.Counter()
+def ancestors(e):
+    while e is not None:
+        yield e.name; e = e.cpu_parent
+for e in prof.events():
+    names = list(ancestors(e))
+    st = e.self_cpu_time_total
+    if not st or e.name in ("fwd_bwd", "optimizer"):
+        continue
+    n = e.name
+    if "optimizer" in names:
+        c = "optimizer"
+    elif any(k in n for k in ("softmax", "_softmax")) and "log_softmax" not in n:
+        c = "attention"
+    elif any(k in n for k in ("cross_entropy", "log_softmax", "nll_loss")):
+        c = "loss"
+    elif any(k in n for k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")):
+        c = "matmul"
+    elif any(k in n for k in ("copy_", "contiguous", "transpose", "permute", "clone", "aten::t", "reshape", "view")):
+        c = "layout"
+    else:
+        c = "other"
+    cat[c] += st
+print(json.dumps({"step_s": step_s, "ops_ms_per_step": {k: v / 1e3 / a["steps"] for k, v in cat.items()},
+                  "ops_total_ms_per_step": sum(cat.values()) / 1e3 / a["steps"]}))
+"""
+
+
+def profile_hf(model_cfg: dict, args) -> dict:
+    payload = {"model": model_cfg, "batch": args.batch, "inputs": args.inputs, "targets": args.targets,
+               "steps": args.steps, "threads": os.cpu_count() or 1}
+    out = subprocess.run([sys.executable, "-c", HF_PROFILE, json.dumps(payload), REPO], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"profile_step: the HF profile failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/t5_1_1.py:small")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--inputs", type=int, default=512)
+    p.add_argument("--targets", type=int, default=114)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "config"])
+    p.add_argument("--vs-hf", action="store_true")
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+    jx = profile_jax(args)
+    hf = profile_hf({k: v for k, v in jx["model"].items()}, args) if args.vs_hf else None
+    try:
+        from benchlib import device_description
+        device = device_description()
+    except Exception:   # benchlib absent: the CPU model from /proc/cpuinfo
+        device = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+                      "unknown CPU")
+    print(f"device: {device}; {args.config} batch {args.batch} x ({args.inputs} + {args.targets}), {args.dtype}, "
+          f"{args.steps} profiled steps")
+    head = f"{'category':<12} {'t5x_lite ms':>12} {'%':>6}" + (f" {'HF ms':>10} {'%':>6}" if hf else "")
+    print(head)
+    jt, ht = jx["ops_total_ms_per_step"], (hf or {}).get("ops_total_ms_per_step", 0)
+    for c in CATEGORIES:
+        row = f"{c:<12} {jx['ops_ms_per_step'][c]:12.1f} {100 * jx['ops_ms_per_step'][c] / max(jt, 1e-9):6.1f}"
+        if hf:
+            v = hf["ops_ms_per_step"].get(c, 0.0)
+            row += f" {v:10.1f} {100 * v / max(ht, 1e-9):6.1f}"
+        print(row)
+    print(f"{'sum of ops':<12} {jt:12.1f} {'':>6}" + (f" {ht:10.1f}" if hf else ""))
+    print(f"{'step (wall)':<12} {1e3 * jx['step_s']:12.1f} {'':>6}" + (f" {1e3 * hf['step_s']:10.1f}" if hf else ""))
+    print("t5x_lite's largest ops (category, HLO op, ms/step): "
+          + "; ".join(f"{c} {n} {d}" for c, n, d in jx["top_ops"][:8]))
+    if args.json:
+        jx.pop("model", None)
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "args": vars(args), "t5x_lite": jx, "hf": hf}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
