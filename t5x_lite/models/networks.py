@@ -353,8 +353,11 @@ class DecoderOnly(_Network):
         dca = batch.get("decoder_causal_attention") if self.prefix else None
         mask = attention_mask(seg, seg, causal=True, bidirectional_q=dca, bidirectional_k=dca)
         bias = _relpos(self.decoder, l, l, self.prefix)
-        y = self.decoder(self.embed(tokens, batch.get("decoder_positions")), self_bias=bias, self_mask=mask,
-                         key=dropout_rng, deterministic=deterministic)
+        return self.decoder(self.embed(tokens, batch.get("decoder_positions")), self_bias=bias, self_mask=mask,
+                            key=dropout_rng, deterministic=deterministic)
+
+    def __call__(self, batch, *, deterministic=True, dropout_rng=None):
+        y = self.hidden(batch, deterministic=deterministic, dropout_rng=dropout_rng)
         return self.logits(y, self.decoder)
 
 
