@@ -4,22 +4,27 @@ T5 (torch.profiler) at the same shape, grouped into the same categories.
     python tools/profile_step.py --config configs/t5_1_1.py:small --batch 2 --inputs 512 --targets 114 --vs-hf
 
 t5x_lite: the jitted train step is compiled, run --steps times under jax.profiler with a Perfetto
-trace, and every XLA op's (thunk's) time is summed by name.  Each op is mapped to the Python line
-that created it through the compiled HLO's metadata (source_file/source_line, op_name), and from
-there to a category:
+trace, and every XLA op's (thunk's) time is summed by name.  Each op is mapped to the project
+function that created it through the compiled HLO's source tables (stack_frame_id -> FileLocations
+-> FunctionNames: JAX records the innermost frame outside JAX and the libraries), and from there to
+a category:
 
     matmul       dots (and fusions holding a dot) of the dense layers and the output layer
     attention    the attention score/context dots, softmax and masking (layers.dot_product_attention)
     relpos bias  T5's relative position bias (bucket computation + gather)
+    embedding    the token embedding lookup and its gradient (a scatter into the table)
     loss         cross-entropy, z-loss, accuracy (train/losses.py)
-    optimizer    the optimizer update (optax, train/optimizers.py) and clipping
+    optimizer    everything the train step does after the gradient: the optax update, clipping,
+                 the gradient norm (train/step.py, train/optimizers.py)
     layout       stand-alone transposes and copies
-    other        norms, activations, embeddings, dropout, the rest
+    other        norms, activations, dropout, the rest
 
-HF: torch.profiler over the same number of steps; each op's self time goes to a category by the
-aten op name (mm/addmm/bmm/matmul -> matmul unless under the attention function, softmax ->
-attention, copy_/contiguous/transpose -> layout, cross_entropy/log_softmax/nll -> loss, anything
-under the optimizer's step -> optimizer).
+HF: the benchmarks' HF model and Adafactor (tools/hf_worker.py), torch.profiler over the same
+number of steps; each op's self time goes to a category by the aten op name (bmm and softmax ->
+attention: T5Attention's score and context products are HF T5's only bmm; mm/addmm/matmul/linear
+-> matmul; embedding -> embedding, which holds HF's relative position bias too;
+copy_/contiguous/transpose -> layout; cross_entropy/log_softmax/nll -> loss; anything under the
+optimizer's step -> optimizer).
 
 Prints one table: per category, ms per step and % of the step, for both; and the measured step
 time.  --json PATH writes the same.  Profiles inflate small ops; use tools/bench_train.py for the
@@ -171,6 +176,9 @@ def profile_jax(args) -> dict:
         hlo = train_step.lower(state, batch).compile().as_text() if hasattr(train_step, "lower") else ""
     if not hlo:
         hlo = jax.jit(lambda s, x: train_step(s, x)).lower(state, batch).compile().as_text()
+    if args.dump_hlo:
+        with open(args.dump_hlo, "w") as f:
+            f.write(hlo)
     instrs, comps = parse_hlo(hlo)
     for _ in range(2):
         state, m = train_step(state, batch)
@@ -212,55 +220,39 @@ def profile_jax(args) -> dict:
 
 
 HF_PROFILE = r"""
-import json, sys, time, collections, torch
+import json, sys, time, collections
 sys.path.insert(0, sys.argv[2])
-from transformers import T5Config, T5ForConditionalGeneration
-from transformers.optimization import Adafactor
-a = json.loads(sys.argv[1]); m = a["model"]
-torch.manual_seed(0); torch.set_num_threads(a["threads"])
-act = m["mlp_activations"]
-cfg = T5Config(vocab_size=m["vocab_size"], d_model=m["d_model"], d_kv=m["d_kv"], d_ff=m["d_ff"],
-               num_layers=m["num_encoder_layers"], num_decoder_layers=m["num_decoder_layers"],
-               num_heads=m["num_heads"], relative_attention_num_buckets=m["relative_attention_num_buckets"],
-               relative_attention_max_distance=m["relative_attention_max_distance"], dropout_rate=0.0,
-               feed_forward_proj="gated-gelu" if len(act) == 2 else "relu", tie_word_embeddings=m["tie_embeddings"],
-               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-model = T5ForConditionalGeneration(cfg).train()
-if not m["tie_embeddings"]:
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(m["vocab_size"], m["d_model"]) * m["d_model"] ** -0.5)
-    model.config.tie_word_embeddings = False
-opt = Adafactor(model.parameters(), lr=0.01, relative_step=False, scale_parameter=True, warmup_init=False)
-g = torch.Generator().manual_seed(0)
-x = torch.randint(2, 8000, (a["batch"], a["inputs"]), generator=g)
-y = torch.randint(2, 8000, (a["batch"], a["targets"]), generator=g)
-def step():
-    with torch.profiler.record_function("fwd_bwd"):
-        model(input_ids=x, labels=y).loss.backward()
-    with torch.profiler.record_function("optimizer"):
-        opt.step(); opt.zero_grad(set_to_none=True)
-for _ in range(2): step()
-t = time.perf_counter()
-for _ in range(a["steps"]): step()
-step_s = (time.perf_counter() - t) / a["steps"]
-from torch.profiler import profile, ProfilerActivity
+import hf_worker   # the benchmarks' HF model (same construction as bench_train --vs-hf)
+import torch
+from torch.profiler import profile, record_function, ProfilerActivity
+a = json.loads(sys.argv[1])
+w = hf_worker.Worker({"task": "train", "optimizer": "adafactor", "bf16": False, **a})
+opt_step = w.opt.step
+def labelled_step(*args, **kw):
+    with record_function("optimizer"):
+        return opt_step(*args, **kw)
+w.opt.step = labelled_step
+w.rep({"steps": 2})
+step_s = w.rep({"steps": a["steps"]})["time_s"]
 with profile(activities=[ProfilerActivity.CPU]) as prof:
-    for _ in range(a["steps"]): step()
+    w.rep({"steps": a["steps"]})
 cat = collections.Counter()
 def ancestors(e):
     while e is not None:
-        yield e.name; e = e.cpu_parent
+        yield e.name
+        e = e.cpu_parent
 for e in prof.events():
-    names = list(ancestors(e))
-    st = e.self_cpu_time_total
-    if not st or e.name in ("fwd_bwd", "optimizer"):
+    st, n = e.self_cpu_time_total, e.name
+    if not st or n == "optimizer":
         continue
-    n = e.name
-    if "optimizer" in names:
+    if "optimizer" in list(ancestors(e)):
         c = "optimizer"
-    elif any(k in n for k in ("softmax", "_softmax")) and "log_softmax" not in n:
-        c = "attention"
+    elif ("softmax" in n and "log_softmax" not in n) or "aten::bmm" in n:
+        c = "attention"   # T5Attention's score and context products are its only bmm
     elif any(k in n for k in ("cross_entropy", "log_softmax", "nll_loss")):
         c = "loss"
+    elif any(k in n for k in ("embedding",)):
+        c = "embedding"
     elif any(k in n for k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")):
         c = "matmul"
     elif any(k in n for k in ("copy_", "contiguous", "transpose", "permute", "clone", "aten::t", "reshape", "view")):
@@ -268,15 +260,16 @@ for e in prof.events():
     else:
         c = "other"
     cat[c] += st
-print(json.dumps({"step_s": step_s, "ops_ms_per_step": {k: v / 1e3 / a["steps"] for k, v in cat.items()},
-                  "ops_total_ms_per_step": sum(cat.values()) / 1e3 / a["steps"]}))
+hf_worker.PROTOCOL.write(json.dumps({"step_s": step_s, "ops_ms_per_step": {k: v / 1e3 / a["steps"] for k, v in cat.items()},
+                                     "ops_total_ms_per_step": sum(cat.values()) / 1e3 / a["steps"]}) + "\n")
 """
 
 
 def profile_hf(model_cfg: dict, args) -> dict:
     payload = {"model": model_cfg, "batch": args.batch, "inputs": args.inputs, "targets": args.targets,
                "steps": args.steps, "threads": os.cpu_count() or 1}
-    out = subprocess.run([sys.executable, "-c", HF_PROFILE, json.dumps(payload), REPO], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", HF_PROFILE, json.dumps(payload), os.path.join(REPO, "tools")],
+                         capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"profile_step: the HF profile failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -292,6 +285,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "config"])
     p.add_argument("--vs-hf", action="store_true")
     p.add_argument("--json", default="")
+    p.add_argument("--dump-hlo", default="", metavar="PATH", help="write the compiled step's HLO text here")
     args = p.parse_args(argv)
     jx = profile_jax(args)
     hf = profile_hf({k: v for k, v in jx["model"].items()}, args) if args.vs_hf else None

@@ -193,6 +193,9 @@ def relative_position_bucket(relative_position: jax.Array, bidirectional: bool, 
     return buckets + jnp.where(is_small, rp, large)
 
 
+ONE_HOT_MAX = 1 << 24   # RelativePositionBias: largest one-hot (elements) it builds on CPU (64 MiB)
+
+
 class RelativePositionBias(nnx.Module):
     """One (buckets, H) table per stack, used by every layer of that stack (the
     bias is computed once per forward pass and passed to all layers, like HF's
@@ -213,8 +216,14 @@ class RelativePositionBias(nnx.Module):
             q_pos = q_pos[None]
         rel = k_pos[None, None, :] - q_pos[:, :, None]                          # [B, Lq, Lk]
         bucket = relative_position_bucket(rel, bidir, self.num_buckets, self.max_distance)
-        vals = jnp.take(self.embedding[...].astype(jnp.float32), bucket, axis=0)  # [B, Lq, Lk, H]
-        return jnp.transpose(vals, (0, 3, 1, 2))
+        table = self.embedding[...].astype(jnp.float32)                            # [buckets, H]
+        if jax.default_backend() == "cpu" and bucket.size * self.num_buckets <= ONE_HOT_MAX:
+            # as a one-hot matmul: its gradient is a dot too.  The gather's gradient is a scatter
+            # whose [B*Lq*Lk, H] transpose cost ~4% of a T5.1.1-small train step on XLA:CPU.
+            # Exact: each output is 1.0 x one table entry plus zeros.
+            one_hot = jax.nn.one_hot(bucket, self.num_buckets, dtype=jnp.float32)   # [B, Lq, Lk, buckets]
+            return jnp.einsum("bqkn,nh->bhqk", one_hot, table)
+        return jnp.transpose(jnp.take(table, bucket, axis=0), (0, 3, 1, 2))        # [B, H, Lq, Lk]
 
 
 # --------------------------------------------------------------------------- attention
@@ -246,6 +255,42 @@ def resolve_attention_impl(impl: str, q, k, *, dropout_active: bool) -> str:
     return "einsum"
 
 
+def _batch_sum(g):
+    """g [B, ...] -> [1, ...]: the sum over the leading axis as a tree of slice additions."""
+    parts = [g[i:i + 1] for i in range(g.shape[0])]
+    while len(parts) > 1:
+        parts = [a + b for a, b in zip(parts[::2], parts[1::2])] + parts[len(parts) - len(parts) % 2:]
+    return parts[0]
+
+
+@jax.custom_vjp
+def _add_bias_cpu(scores, bias):
+    return scores + bias
+
+
+def _add_bias_fwd(scores, bias):
+    return scores + bias, None
+
+
+def _add_bias_bwd(_, g):
+    return g, _batch_sum(g)
+
+
+_add_bias_cpu.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def add_shared_bias(scores, bias):
+    """scores [B, H, Lq, Lk] + bias [1|B, H, Lq, Lk].  The relative position bias is shared by the
+    batch, so its gradient sums the scores' gradient over B.  On CPU that sum is written as
+    slice additions: XLA:CPU's fused reduction over the leading axis (YNN fusions) took ~40x longer
+    for T5.1.1-small's [2, 6, 512, 512] (about 8% of the train step; docs/performance.md).  Same
+    value and gradient, summed in another order."""
+    b = scores.shape[0]
+    if bias.shape[0] == 1 and 1 < b <= 64 and jax.default_backend() == "cpu":
+        return _add_bias_cpu(scores, bias)
+    return scores + bias
+
+
 def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True):
     """q [B, Lq, H, K], k/v [B, Lk, H, K], bias [1|B, H, Lq, Lk] float32 or None,
     mask [B, 1|H, Lq, Lk] bool or None -> [B, Lq, H, K].
@@ -253,7 +298,7 @@ def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, de
     No 1/sqrt(d_kv) scaling: T5 folds it into the query initialisation."""
     scores = jnp.einsum("bqhk,bthk->bhqt", q, k).astype(jnp.float32)
     if bias is not None:
-        scores = scores + bias
+        scores = add_shared_bias(scores, bias)
     if mask is not None:
         scores = jnp.where(mask, scores, BIG_NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
