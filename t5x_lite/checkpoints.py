@@ -58,6 +58,18 @@ class DamagedCheckpoint(UserError):
         super().__init__(f"checkpoint {os.path.join(directory, str(step))} is damaged: {what}")
 
 
+# Model settings that choose how a step is computed, not what the parameters are: a checkpoint
+# resumes under another value, and one saved before the setting existed resumes too.
+EXECUTION_ONLY_MODEL_KEYS = ("attention_impl", "remat_policy")
+
+
+def same_model(saved: dict | None, current: dict) -> bool:
+    """Is a checkpoint's recorded model config the model `current` describes?"""
+    def strip(m):
+        return {k: v for k, v in (m or {}).items() if k not in EXECUTION_ONLY_MODEL_KEYS}
+    return saved is not None and strip(saved) == strip(current)
+
+
 def _unreadable(directory: str, step: int, what: str, e: BaseException) -> DamagedCheckpoint:
     """DamagedCheckpoint for a read that failed, unless it failed because another process of a
     multi-process run died: that ends this process with the peer-lost line instead (a healthy
@@ -387,7 +399,7 @@ class TrainCheckpointer:
             raise _unreadable(self.directory, step, "its config, data or array metadata cannot be read", e) from None
         config, data_iter = dict(small["config"] or {}), dict(small["data_iter"] or {})
         verify(self.directory, step, sums, {}, {"config": config, "data_iter": data_iter})
-        if model is not None and config.get("model") != model:
+        if model is not None and not same_model(config.get("model"), model):
             raise UserError(f"{self.directory} holds checkpoints of a different model (step {step}); "
                             "use a new --workdir or the same model config")
         for k in ("params", "opt_state"):
