@@ -30,21 +30,10 @@ import time
 from t5x_lite.study import scales
 from t5x_lite.study import stages as S
 from t5x_lite.study.runner import run_study
+from study_pilot import parse_set   # tools/: the same --set KEY=VALUE as the scale pilots
 
 BASE = "encoder_decoder-denoising"
 CONTROL = "encoder_decoder-no_pretraining-s0"
-
-
-def _parse_set(items):
-    import ast
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def _pretrain_dir(workdir: str, seed: int) -> str:
@@ -88,7 +77,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if sorted(args.steps) != args.steps or args.steps[0] < 1:
         sys.exit("pretraining_margin: --steps must be positive and ascending")
-    overrides = _parse_set(args.set)
+    overrides = parse_set(args.set)
     root = os.path.abspath(args.workdir)
     t0 = time.time()
     control = run_study("t5_table2", scales.cpu_scale(**overrides), os.path.join(root, "control"),
