@@ -231,10 +231,13 @@ def test_repair_drops_a_checkpoint_whose_evaluation_was_cut(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # The runner with a stand-in trainer: stages, skipping, results, failures
 # --------------------------------------------------------------------------------------------------
-def _fake_train(calls, score=lambda config: 10.0 * (config.seed + 1), code=0):
+def _fake_train(calls, score=lambda config: 10.0 * (config.seed + 1), code=0, stop_at=None):
+    """loop.train's bookkeeping without training: best_checkpoints.json, metrics.jsonl and a
+    checkpoint step directory at the last step (or at `stop_at`, as a SIGTERM'd trainer leaves it)."""
     def train(config, workdir, show_progress=True, progress=None):
         calls.append((workdir, config))
-        os.makedirs(workdir, exist_ok=True)
+        last = int(config.train.num_steps) if stop_at is None else stop_at
+        os.makedirs(os.path.join(workdir, "checkpoints", str(last)), exist_ok=True)
         best = {"eval/loss": {"value": 2.0, "step": 8, "higher_is_better": False}}
         for task in config.evaluation.tasks:
             best[f"eval/{task}/accuracy"] = {"value": score(config), "step": 8, "higher_is_better": True}
@@ -299,6 +302,27 @@ def test_a_failing_stage_stops_the_study_with_one_line(tmp_path, monkeypatch):
     assert "\n" not in msg and msg.startswith(f"cell {BASELINE}, stage pretrain stopped with exit code 1")
     assert len(calls) == 1 and not os.path.exists(os.path.join(calls[0][0], S.DONE))
     assert not os.path.exists(tmp_path / "results.json")
+
+
+def test_a_preempted_stage_is_not_done_and_stops_the_study(tmp_path, monkeypatch):
+    """A trainer that got SIGTERM saves, stops early and exits 0: the stage must not be marked
+    done (its scores would be those of a half-trained model) and no later stage may start."""
+    calls = []
+    monkeypatch.setattr(runner.loop, "train", _fake_train(calls, stop_at=3))
+    with pytest.raises(runner.StageInterrupted) as e:
+        runner.run_study("t5_table2", "smoke", str(tmp_path), cells=[BASELINE, CONTROL], progress=False,
+                         compile_cache=False)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"cell {BASELINE}, stage pretrain stopped at step 3 of ")
+    assert "run the same command again to resume" in msg
+    assert len(calls) == 1 and not os.path.exists(os.path.join(calls[0][0], S.DONE))
+    assert not os.path.exists(tmp_path / "results.json")
+    # the rerun trains the same stage again (the real trainer resumes it from step 3), then the rest
+    monkeypatch.setattr(runner.loop, "train", _fake_train(calls))
+    results = runner.run_study("t5_table2", "smoke", str(tmp_path), cells=[BASELINE, CONTROL], progress=False,
+                               compile_cache=False)
+    assert calls[1][0] == calls[0][0] and len(calls) == 4
+    assert len(results["cells"]) == 2
 
 
 # --------------------------------------------------------------------------------------------------

@@ -48,6 +48,12 @@ class StageFailed(UserError):
     """A stage's trainer exited non-zero (e.g. a NaN loss): one line naming the cell and stage."""
 
 
+class StageInterrupted(UserError):
+    """A stage's trainer exited 0 before its last step (SIGTERM: it saved a checkpoint and
+    stopped).  The stage is not done and the study stops: nothing after it runs on a job that
+    is being preempted, and running the command again resumes the stage from that checkpoint."""
+
+
 def _log(msg: str) -> None:
     log_line(f"[t5x-lite study] {msg}")
 
@@ -141,6 +147,10 @@ def run_stage(stage: S.Stage, plan, scale: Scale, workdir: str, bar=None) -> dic
     if code != 0:
         raise StageFailed(f"cell {cell.name}, stage {stage.name} stopped with exit code {code} "
                           f"(see the log above and {stage.directory})")
+    reached = S.checkpoint_step(stage)
+    if reached < stage.steps:
+        raise StageInterrupted(f"cell {cell.name}, stage {stage.name} stopped at step {reached} of {stage.steps} "
+                               "(SIGTERM); its checkpoint is saved: run the same command again to resume")
     record = {"cell": cell.name, "stage": stage.name, "task": config.data.task, "steps": stage.steps,
               "wall_s": time.perf_counter() - t0}
     record.update(S.pretrain_metrics(stage) if names is None else S.finetune_metrics(stage, names))

@@ -56,7 +56,12 @@ class Stage:
         """Steps finished on disk: all of them, or the latest checkpoint's."""
         if self.is_done():
             return self.steps
-        return checkpoints.latest_step(os.path.join(self.directory, "checkpoints")) or 0
+        return checkpoint_step(self)
+
+
+def checkpoint_step(stage: Stage) -> int:
+    """The stage's newest complete checkpoint step (0 without one): where its trainer stopped."""
+    return checkpoints.latest_step(os.path.join(stage.directory, "checkpoints")) or 0
 
 
 def cell_dir(workdir: str, cell: Cell) -> str:
