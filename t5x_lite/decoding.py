@@ -39,6 +39,7 @@ from t5x_lite import partitioning
 from t5x_lite.data.vocabularies import EOS_ID, PAD_ID
 from t5x_lite.errors import UserError
 from t5x_lite.models import decode_step, init_decode_state
+from t5x_lite.models.decode import BEAM_INVARIANT
 
 # Large negative log-probability for "impossible" (T5X uses the same -1e7: finite, so sums stay finite).
 NEG_INF = -1.0e7
@@ -152,8 +153,17 @@ class _BeamState(NamedTuple):
     fin_logp: jax.Array       # [B, K] the finished beams' logp (no penalty), NEG_INF for empty slots
 
 
+def _reorder(state, rows, invariant: Sequence[str]):
+    """state's leaves gathered along axis 0 at `rows`, except a dict state's `invariant` keys."""
+    take = lambda tree: jax.tree.map(lambda x: jnp.take(x, rows, axis=0), tree)
+    if not invariant or not isinstance(state, dict):
+        return take(state)
+    return {k: v if k in invariant else take(v) for k, v in state.items()}
+
+
 def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, beam_size: int = 4,
-                alpha: float = 0.6, eos_id: int = EOS_ID, finish_rule: str = "t5x") -> DecodeResult:
+                alpha: float = 0.6, eos_id: int = EOS_ID, finish_rule: str = "t5x",
+                beam_invariant: Sequence[str] = ()) -> DecodeResult:
     """T5X-style beam search.
 
     Each step extends the K live beams by every token, keeps the 2K best
@@ -170,6 +180,11 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
     top K of the 2K candidates, and beams still live at max_decode_length join the
     finished pool (scored logp / penalty(L)).  With alpha=0 this equals HF with
     length_penalty=0.0 (and any early_stopping, since the bound is then exact).
+
+    beam_invariant: keys of a dict state whose leaves are the same for every beam of a row (the
+    encoder's projected keys/values: models.decode.BEAM_INVARIANT).  A beam's parent is always in
+    its own row, so reordering them changes no value; skipping them saves copying them every step
+    (for T5.1.1-small, 512 inputs, batch 8 x 4 beams: 400 MB per generated token).
     """
     if beam_size < 1:
         raise UserError(f"beam size must be >= 1, got {beam_size}")
@@ -217,7 +232,7 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         live_logp, keep = jax.lax.top_k(jnp.where(is_eos | (tok == eos_id), NEG_INF, top_logp), K)
         live_seqs = jnp.take_along_axis(seqs, keep[:, :, None], axis=1)
         parent = jnp.take_along_axis(src_beam, keep, axis=1) + row_offset      # [B, K] flat rows
-        state = jax.tree.map(lambda x: jnp.take(x, parent.reshape(-1), axis=0), state)
+        state = _reorder(state, parent.reshape(-1), beam_invariant)
         last = jnp.take_along_axis(tok, keep, axis=1).reshape(-1)              # [B*K] fed next
         return _BeamState(live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, fin_logp), state, last
 
@@ -314,7 +329,8 @@ def _decode_jit(model, prompt, rng, *, method, max_decode_length, beam_size, alp
         return greedy_search(logits0, state, step, max_decode_length=max_decode_length, eos_id=eos_id)
     if method == "beam":
         return beam_search(logits0, state, step, max_decode_length=max_decode_length,
-                           beam_size=beam_size, alpha=alpha, eos_id=eos_id, finish_rule=finish_rule)
+                           beam_size=beam_size, alpha=alpha, eos_id=eos_id, finish_rule=finish_rule,
+                           beam_invariant=BEAM_INVARIANT)
     return temperature_sample(logits0, state, step, rng, max_decode_length=max_decode_length,
                               temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id)
 

@@ -38,6 +38,10 @@ from t5x_lite.errors import UserError
 from t5x_lite.models.layers import constrain
 from t5x_lite.models.networks import DecoderOnly, EncoderDecoder, EncoderOnly, Stack
 
+# the state keys that depend only on the prompt (equal for every beam of an example): beam search
+# need not reorder them
+BEAM_INVARIANT = ("cross_k", "cross_v", "encoder_valid")
+
 
 def _layer_leading(a):   # [B, N, ...] -> [N, B, ...]
     return jnp.swapaxes(a, 0, 1)
