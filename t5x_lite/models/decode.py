@@ -16,7 +16,7 @@ n + 1 positions).  Examples advance independently: each has its own write
 index, so prompts of different lengths need no left-padding.
 
 State (every leaf has the batch as its leading dimension, so beam search can
-jnp.take / jnp.repeat along axis 0):
+jnp.take / jnp.repeat along axis 0; it leaves the BEAM_INVARIANT ones at B rows):
     cache_k, cache_v  [B, N, Lc, H, K]   self-attention keys/values per layer
     index             [B] int32          position the next fed token is written to
     cross_k, cross_v  [B, N, Lin, H, K]  (enc-dec) projected encoder outputs
@@ -38,8 +38,9 @@ from t5x_lite.errors import UserError
 from t5x_lite.models.layers import constrain
 from t5x_lite.models.networks import DecoderOnly, EncoderDecoder, EncoderOnly, Stack
 
-# the state keys that depend only on the prompt (equal for every beam of an example): beam search
-# need not reorder them
+# the state keys that depend only on the prompt: beam search keeps them once per example (batch B)
+# while the other leaves and the fed tokens have one row per beam (B*G, an example's G beams
+# consecutive), and never reorders them
 BEAM_INVARIANT = ("cross_k", "cross_v", "encoder_valid")
 
 
@@ -58,8 +59,7 @@ def _run_cached(model, stack: Stack, tokens, q_pos, state, *, self_mask, bidirec
     cross = "cross_k" in state
     cross_mask = None
     if cross:
-        cross_mask = jnp.broadcast_to(state["encoder_valid"][:, None, None, :],
-                                      (tokens.shape[0], 1, tokens.shape[1], state["encoder_valid"].shape[1]))
+        cross_mask = state["encoder_valid"][:, None, None, :]                          # [B/G, 1, 1, Lin]
     write_index = q_pos[:, 0]
     xs = (_layer_leading(state["cache_k"]), _layer_leading(state["cache_v"]),
           _layer_leading(state["cross_k"]) if cross else None, _layer_leading(state["cross_v"]) if cross else None)
