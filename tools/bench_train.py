@@ -73,7 +73,7 @@ class JaxTrain:
             config.data.batch_size = batch
             config.data.feature_lengths = {"inputs": inputs, "targets": targets} if inputs else {"targets": targets}
         self.cfg = model_cfg = resolve_model(config)
-        mesh = partitioning.make_mesh(config.mesh)
+        self.mesh = mesh = partitioning.make_mesh(config.mesh)
         bundle = step_lib.bundle_from_config(model_cfg)
         tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.num_steps),
                                                  grad_clip=float(config.train.grad_clip))

@@ -140,38 +140,15 @@ def categorize(info, comps) -> str:
 
 def profile_jax(args) -> dict:
     import jax
-    import numpy as np
 
     from t5x_lite import partitioning
-    from t5x_lite.train import optimizers, step as step_lib
-    from t5x_lite.train.config import resolve
 
     sys.path.insert(0, os.path.join(REPO, "tools"))
-    from bench_train import load_config   # configs/NAME.py[:preset] -> ConfigDict
+    from bench_train import JaxTrain, load_config   # the step and synthetic batch bench_train times
 
-    config = load_config(args.config)
-    with config.unlocked():
-        config.data.batch_size = args.batch
-        config.data.feature_lengths = {"inputs": args.inputs, "targets": args.targets}
-        if args.dtype != "config":
-            config.model.dtype = args.dtype
-    model_cfg, _ = resolve(config)
-    mesh = partitioning.make_mesh(config.mesh)
-    bundle = step_lib.bundle_from_config(model_cfg)
-    tx, schedule = optimizers.make_optimizer(config.optimizer, int(config.train.num_steps),
-                                             grad_clip=float(config.train.grad_clip))
-    abstract, specs = step_lib.state_specs(bundle, tx, mesh)
-    shardings = partitioning.named(mesh, specs)
-    state = step_lib.init_state(bundle, tx, shardings, seed=0)
-    train_step = step_lib.make_train_step(bundle, tx, schedule, mesh=mesh, state_shardings=shardings,
-                                          z_loss=float(config.train.z_loss))
-    rng = np.random.default_rng(0)
-    b, li, lt = args.batch, args.inputs, args.targets
-    tgt = rng.integers(2, 8000, (b, lt)).astype(np.int32)
-    host = {"encoder_input_tokens": rng.integers(2, 8000, (b, li)).astype(np.int32), "decoder_target_tokens": tgt,
-            "decoder_input_tokens": np.concatenate([np.zeros((b, 1), np.int32), tgt[:, :-1]], 1),
-            "decoder_loss_weights": np.ones((b, lt), np.float32)}
-    batch = partitioning.global_batch(host, mesh)
+    config = load_config(args.config, dtype=args.dtype)
+    jx = JaxTrain(config, args.batch, args.inputs, args.targets)
+    model_cfg, mesh, state, batch, train_step = jx.cfg, jx.mesh, jx.state, jx.batch_arrays, jx.train_step
     with partitioning.activate(mesh):
         hlo = train_step.lower(state, batch).compile().as_text() if hasattr(train_step, "lower") else ""
     if not hlo:
