@@ -27,7 +27,12 @@ copy_/contiguous/transpose -> layout; cross_entropy/log_softmax/nll -> loss; any
 optimizer's step -> optimizer).
 
 Prints one table: per category, ms per step and % of the step, for both; and the measured step
-time.  --json PATH writes the same.  Profiles inflate small ops; use tools/bench_train.py for the
+time.  --decode greedy|beam profiles bench_decode's generate call instead (kv cache: the cache
+writes and per-layer slicing of models/decode.py; search: the greedy/beam bookkeeping of
+decoding.py), t5x_lite only:
+
+    python tools/profile_step.py --decode beam --batch 8 --inputs 512 --new-tokens 64 --steps 1
+  --json PATH writes the same.  Profiles inflate small ops; use tools/bench_train.py for the
 step times that matter.
 """
 
@@ -49,7 +54,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-CATEGORIES = ("matmul", "attention", "relpos bias", "embedding", "loss", "optimizer", "layout", "other")
+CATEGORIES = ("matmul", "attention", "relpos bias", "embedding", "loss", "optimizer", "kv cache", "search",
+              "layout", "other")
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+\s+([\w\-]+)\(")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
@@ -123,6 +129,8 @@ def categorize(info, comps) -> str:
     has_dot = bool((inner | {opcode}) & {"dot", "convolution"})
     if path == "optimizers.py" or func.endswith("train_step"):
         return "optimizer"
+    if path == "decoding.py":   # greedy/beam bookkeeping: top-k, sequences, the beam reorder
+        return "search"
     if path == "losses.py":
         return "loss"
     if func in ("RelativePositionBias.__call__", "relative_position_bucket", "_relpos"):
@@ -133,44 +141,76 @@ def categorize(info, comps) -> str:
         return "embedding"
     if has_dot:
         return "matmul"
+    if path == "decode.py" or func.startswith("TransformerLayer.decode"):   # cache writes, layer slicing
+        return "kv cache"
     if opcode in ("transpose", "copy") or (inner and inner <= {"transpose", "copy", "parameter", "bitcast"}):
         return "layout"
     return "other"
 
 
 def profile_jax(args) -> dict:
-    import jax
-
-    from t5x_lite import partitioning
-
     sys.path.insert(0, os.path.join(REPO, "tools"))
     from bench_train import JaxTrain, load_config   # the step and synthetic batch bench_train times
 
     config = load_config(args.config, dtype=args.dtype)
+    if args.decode:
+        return profile_decode(config, args)
     jx = JaxTrain(config, args.batch, args.inputs, args.targets)
-    model_cfg, mesh, state, batch, train_step = jx.cfg, jx.mesh, jx.state, jx.batch_arrays, jx.train_step
+    return profile_fn(jx.train_step, (jx.state, jx.batch_arrays), jx.mesh, args, jx.cfg, carry=True)
+
+
+def profile_decode(config, args) -> dict:
+    """bench_decode's jitted generate (greedy or beam, EOS masked) on its random prompts."""
+    import numpy as np
+    from flax import nnx
+
+    from t5x_lite import partitioning
+    from bench_decode import _generate_fn, build_model
+
+    cfg, model = build_model(config, 0)
+    x = np.random.default_rng(0).integers(2, min(cfg.vocab_size, 8000), (args.batch, args.inputs)).astype(np.int32)
+    prompt = {"encoder_input_tokens": x}
+    gen = _generate_fn()
+    graphdef, params = nnx.split(model)
+    import jax
+    fn = jax.jit(lambda p, pr: gen(nnx.merge(graphdef, p), pr, method=args.decode, new_tokens=args.new_tokens,
+                                   beam_size=args.beam_size))
+    mesh = partitioning.make_mesh(config.mesh)
+    return profile_fn(fn, (params, prompt), mesh, args, cfg, carry=False)
+
+
+def profile_fn(fn, fn_args, mesh, args, model_cfg, *, carry: bool) -> dict:
+    """Compile `fn` (jitted), time args.steps calls, then trace as many and sum every XLA op's time
+    by category.  carry: fn returns (new first argument, metrics), as the train step."""
+    import jax
+
+    from t5x_lite import partitioning
+
+    def call(a):
+        out = fn(*a)
+        return ((out[0], *a[1:]) if carry else a), out
+
     with partitioning.activate(mesh):
-        hlo = train_step.lower(state, batch).compile().as_text() if hasattr(train_step, "lower") else ""
-    if not hlo:
-        hlo = jax.jit(lambda s, x: train_step(s, x)).lower(state, batch).compile().as_text()
+        hlo = fn.lower(*fn_args).compile().as_text()
     if args.dump_hlo:
         with open(args.dump_hlo, "w") as f:
             f.write(hlo)
     instrs, comps = parse_hlo(hlo)
+    a = fn_args
     for _ in range(2):
-        state, m = train_step(state, batch)
-    jax.block_until_ready(m)
+        a, out = call(a)
+    jax.block_until_ready(out)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        state, m = train_step(state, batch)
-    jax.block_until_ready(m)
+        a, out = call(a)
+    jax.block_until_ready(out)
     step_s = (time.perf_counter() - t0) / args.steps
     tmp = tempfile.mkdtemp(prefix="t5xl_prof_")
     try:
         with jax.profiler.trace(tmp, create_perfetto_trace=True):
             for _ in range(args.steps):
-                state, m = train_step(state, batch)
-            jax.block_until_ready(m)
+                a, out = call(a)
+            jax.block_until_ready(out)
         trace = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
         events = json.load(gzip.open(trace[0]))
     finally:
@@ -263,7 +303,14 @@ def main(argv=None) -> int:
     p.add_argument("--vs-hf", action="store_true")
     p.add_argument("--json", default="")
     p.add_argument("--dump-hlo", default="", metavar="PATH", help="write the compiled step's HLO text here")
+    p.add_argument("--decode", choices=["greedy", "beam"], default="",
+                   help="profile bench_decode's generate call instead of a train step (--batch rows of "
+                        "--inputs tokens, --new-tokens each; no --vs-hf)")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--beam-size", type=int, default=4)
     args = p.parse_args(argv)
+    if args.decode and args.vs_hf:
+        p.error("--vs-hf profiles HF's train step only; drop it with --decode")
     jx = profile_jax(args)
     hf = profile_hf({k: v for k, v in jx["model"].items()}, args) if args.vs_hf else None
     try:
@@ -272,8 +319,12 @@ def main(argv=None) -> int:
     except Exception:   # benchlib absent: the CPU model from /proc/cpuinfo
         device = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
                       "unknown CPU")
-    print(f"device: {device}; {args.config} batch {args.batch} x ({args.inputs} + {args.targets}), {args.dtype}, "
-          f"{args.steps} profiled steps")
+    what = (f"{args.decode} decoding (beam {args.beam_size}), {args.new_tokens} new tokens"
+            if args.decode == "beam" else f"greedy decoding, {args.new_tokens} new tokens" if args.decode
+            else f"({args.inputs} + {args.targets})")
+    print(f"device: {device}; {args.config} batch {args.batch} x {args.inputs if args.decode else ''}"
+          f"{'' if args.decode else what}{' inputs, ' + what if args.decode else ''}, {args.dtype}, "
+          f"{args.steps} profiled {'calls' if args.decode else 'steps'}")
     head = f"{'category':<12} {'t5x_lite ms':>12} {'%':>6}" + (f" {'HF ms':>10} {'%':>6}" if hf else "")
     print(head)
     jt, ht = jx["ops_total_ms_per_step"], (hf or {}).get("ops_total_ms_per_step", 0)
@@ -284,7 +335,7 @@ def main(argv=None) -> int:
             row += f" {v:10.1f} {100 * v / max(ht, 1e-9):6.1f}"
         print(row)
     print(f"{'sum of ops':<12} {jt:12.1f} {'':>6}" + (f" {ht:10.1f}" if hf else ""))
-    print(f"{'step (wall)':<12} {1e3 * jx['step_s']:12.1f} {'':>6}" + (f" {1e3 * hf['step_s']:10.1f}" if hf else ""))
+    print(f"{'call (wall)' if args.decode else 'step (wall)':<12} {1e3 * jx['step_s']:12.1f} {'':>6}" + (f" {1e3 * hf['step_s']:10.1f}" if hf else ""))
     print("t5x_lite's largest ops (category, HLO op, ms/step): "
           + "; ".join(f"{c} {n} {d}" for c, n, d in jx["top_ops"][:8]))
     if args.json:
