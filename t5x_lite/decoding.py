@@ -185,7 +185,7 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
     keys/values: models.decode.BEAM_INVARIANT).  They stay [B, ...], neither repeated per beam nor
     reordered (a beam's parent is always in its own example), and step_fn must accept them with
     B*K fed tokens.  For T5.1.1-small, 512 inputs, batch 8 x 4 beams, that is 300 MB less state
-    and no 400 MB copy per generated token.
+    and no 400 MB copy per generated token.  They need not have the batch on axis 0.
     """
     if beam_size < 1:
         raise UserError(f"beam size must be >= 1, got {beam_size}")

@@ -75,32 +75,39 @@ def test_cached_greedy_equals_full_forward(kw):
 def test_beam_search_keeps_the_encoder_side_once_per_example():
     """beam_search keeps models.decode.BEAM_INVARIANT (the encoder's keys/values) at one row per
     example, neither repeated per beam nor reordered, and the cross-attention groups each
-    example's beams: the beams, scores and log-probs equal a search that repeats and reorders the
-    whole state, as it did before (an example's beams attending to another's encoder would fail)."""
+    example's beams as extra query positions.  Reference: the same search whose step repeats the
+    encoder side for every beam row, so each row attends on its own as before (an example's beams
+    attending to another example's encoder, or in another order, would change the beams)."""
+    import jax.numpy as jnp
+
     from t5x_lite.models import decode_step, init_decode_state
     from t5x_lite.models.decode import BEAM_INVARIANT
 
     model = _model(architecture="encoder_decoder")
     prompt = decoding.make_prompt("encoder_decoder", [[5, 9, 23, 7, 1], [11, 4, 1], [3, 3, 8, 1], [40, 1]])
-    seen = []
+    K, seen = 3, []
 
-    @nnx.jit(static_argnames="invariant")
-    def beams(m, prompt, invariant):
+    @nnx.jit(static_argnames="per_row")
+    def beams(m, prompt, per_row):
         logits0, state = init_decode_state(m, prompt, 8)
 
         def step(s, t):
-            seen.append((invariant, s["cross_k"].shape[0], t.shape[0]))
-            return decode_step(m, s, t)
+            if per_row:   # cross_k/v [N, B, H, Lin, K] and encoder_valid [B, Lin] -> B*K rows
+                s = dict(s, cross_k=jnp.repeat(s["cross_k"], K, axis=1), cross_v=jnp.repeat(s["cross_v"], K, axis=1),
+                         encoder_valid=jnp.repeat(s["encoder_valid"], K, axis=0))
+            seen.append((per_row, s["cross_k"].shape[1], t.shape[0]))
+            logits, s2 = decode_step(m, s, t)
+            return logits, {**s2, **{k: v for k, v in state.items() if k in BEAM_INVARIANT}}
 
-        out = decoding.beam_search(logits0, state, step, max_decode_length=8, beam_size=3, alpha=0.6,
-                                   beam_invariant=invariant)
+        out = decoding.beam_search(logits0, state, step, max_decode_length=8, beam_size=K, alpha=0.6,
+                                   beam_invariant=BEAM_INVARIANT)
         return out.tokens, out.scores, out.log_probs
 
     assert set(BEAM_INVARIANT) <= set(init_decode_state(model, prompt, 8)[1])
-    full = [np.asarray(x) for x in beams(model, prompt, ())]
-    once = [np.asarray(x) for x in beams(model, prompt, BEAM_INVARIANT)]
-    assert set(seen) == {((), 12, 12), (BEAM_INVARIANT, 4, 12)}
-    np.testing.assert_array_equal(once[0], full[0])
-    np.testing.assert_allclose(once[1], full[1], rtol=1e-5)
-    np.testing.assert_allclose(once[2], full[2], rtol=1e-5)
-    assert len({tuple(r) for r in full[0][:, 0]}) > 1    # the examples decode differently
+    ref = [np.asarray(x) for x in beams(model, prompt, True)]
+    once = [np.asarray(x) for x in beams(model, prompt, False)]
+    assert set(seen) == {(True, 12, 12), (False, 4, 12)}
+    np.testing.assert_array_equal(once[0], ref[0])
+    np.testing.assert_allclose(once[1], ref[1], rtol=1e-5)
+    np.testing.assert_allclose(once[2], ref[2], rtol=1e-5)
+    assert len({tuple(r) for r in ref[0][:, 0]}) > 1    # the examples decode differently

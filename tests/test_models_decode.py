@@ -36,7 +36,9 @@ def test_encoder_decoder_cache_matches_full_forward(jitted):
     tgt = rng.randint(2, 61, (B, LT)).astype(np.int32)
     full = np.asarray(model_logits(model, {"encoder_input_tokens": enc, "decoder_input_tokens": _shift_right(tgt)}))
     logits, state = init(model, {"encoder_input_tokens": enc}, LT)
-    assert all(leaf.shape[0] == B for leaf in __import__("jax").tree.leaves(state))
+    from t5x_lite.models.decode import BEAM_INVARIANT
+    assert all(v.shape[0] == B for k, v in state.items() if k not in BEAM_INVARIANT or k == "encoder_valid")
+    assert state["cross_k"].shape == (cfg.num_decoder_layers, B, cfg.num_heads, 11, cfg.d_kv)   # [N, B, H, Lin, K]
     got = [np.asarray(logits)]
     for t in range(LT - 1):
         logits, state = step(model, state, jnp.asarray(tgt[:, t]))

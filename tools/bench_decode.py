@@ -52,7 +52,7 @@ from benchlib import fail  # noqa: E402
 
 
 @functools.cache
-def _generate_fn(reorder_all: bool = False):
+def _generate_fn():
     from flax import nnx
 
     from t5x_lite import decoding
@@ -74,8 +74,7 @@ def _generate_fn(reorder_all: bool = False):
             out = decoding.greedy_search(no_eos(logits0), state, step, max_decode_length=new_tokens, eos_id=-1)
             return out.tokens
         out = decoding.beam_search(no_eos(logits0), state, step, max_decode_length=new_tokens,
-                                   beam_size=beam_size, alpha=0.6, eos_id=-1,
-                                   beam_invariant=() if reorder_all else BEAM_INVARIANT)
+                                   beam_size=beam_size, alpha=0.6, eos_id=-1, beam_invariant=BEAM_INVARIANT)
         return out.tokens[:, 0]
 
     return generate
@@ -130,8 +129,6 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per row (default 64)")
     p.add_argument("--methods", default="greedy,beam", help="comma list of greedy, beam (default both)")
     p.add_argument("--beam-size", type=int, default=4)
-    p.add_argument("--reorder-all", action="store_true",
-                   help="beam search reorders the encoder keys/values too (the behaviour before 2026-12-07)")
     p.add_argument("--score", action="store_true", help="scoring throughput instead of decoding")
     p.add_argument("--targets", type=int, default=128, help="--score: target tokens per row (default 128)")
     p.add_argument("--reps", type=int, default=3, help="interleaved timed repetitions per side (default 3)")
@@ -197,7 +194,7 @@ def main(argv=None) -> int:
                              f"{diff:.4f} between the two sides")
             pairs = [("score", "examples", a.batch, {"t5x_lite score": "t5x_lite", "HF score": "HF torch"})]
         else:
-            gen = _generate_fn(a.reorder_all)
+            gen = _generate_fn()
             prompt = {"encoder_input_tokens": jax.numpy.asarray(x)}
             pairs = []
             for m in methods:

@@ -15,12 +15,16 @@ Example b's sequence is [0, p_1 .. p_n]; the prefix LM sees it fully visible
 n + 1 positions).  Examples advance independently: each has its own write
 index, so prompts of different lengths need no left-padding.
 
-State (every leaf has the batch as its leading dimension, so beam search can
-jnp.take / jnp.repeat along axis 0; it leaves the BEAM_INVARIANT ones at B rows):
+State (the leaves beam search repeats and reorders have the batch as their leading dimension,
+so it can jnp.take / jnp.repeat along axis 0; it leaves the BEAM_INVARIANT ones alone):
     cache_k, cache_v  [B, N, Lc, H, K]   self-attention keys/values per layer
     index             [B] int32          position the next fed token is written to
-    cross_k, cross_v  [B, N, Lin, H, K]  (enc-dec) projected encoder outputs
-    encoder_valid     [B, Lin] bool      (enc-dec) non-padding encoder positions
+    cross_k, cross_v  [N, B, H, Lin, K]  (enc-dec) projected encoder outputs, BEAM_INVARIANT, laid
+                                         out as each step reads them: layer i is a contiguous
+                                         [B, H, Lin, K], the score/context products' operand
+                                         layout (no per-step transpose: about 35% of greedy
+                                         decoding's op time for T5.1.1-small with 512 inputs)
+    encoder_valid     [B, Lin] bool      (enc-dec) non-padding encoder positions, BEAM_INVARIANT
 Lc = max_decode_length (enc-dec) or P + max_decode_length (decoder-only, P the
 padded prompt length): enough for max_decode_length generated tokens.
 
@@ -62,7 +66,7 @@ def _run_cached(model, stack: Stack, tokens, q_pos, state, *, self_mask, bidirec
         cross_mask = state["encoder_valid"][:, None, None, :]                          # [B/G, 1, 1, Lin]
     write_index = q_pos[:, 0]
     xs = (_layer_leading(state["cache_k"]), _layer_leading(state["cache_v"]),
-          _layer_leading(state["cross_k"]) if cross else None, _layer_leading(state["cross_v"]) if cross else None)
+          state["cross_k"] if cross else None, state["cross_v"] if cross else None)
 
     def fn(layer, x, xs_i):
         ck, cv, xk, xv = xs_i
@@ -101,7 +105,8 @@ def init_decode_state(model, prompt: dict, max_decode_length: int):
         _, (xk, xv) = stack.run_layers(lambda layer, x, _: (x, layer.cross_kv(encoded)), jnp.zeros(()), None)
         ck, cv = _empty_cache(model, stack, b, int(max_decode_length))
         state = {"cache_k": ck, "cache_v": cv, "index": jnp.zeros((b,), jnp.int32),
-                 "cross_k": _layer_leading(xk), "cross_v": _layer_leading(xv), "encoder_valid": enc_seg != 0}
+                 "cross_k": jnp.swapaxes(xk, 2, 3), "cross_v": jnp.swapaxes(xv, 2, 3),   # [N, B, H, Lin, K]
+                 "encoder_valid": enc_seg != 0}
         return _step(model, stack, state, jnp.zeros((b,), jnp.int32), False)
     if isinstance(model, DecoderOnly):
         p_tokens = jnp.asarray(prompt["decoder_prompt_tokens"], jnp.int32)

@@ -291,19 +291,22 @@ def add_shared_bias(scores, bias):
     return scores + bias
 
 
-def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True):
-    """q [B, Lq, H, K], k/v [B, Lk, H, K], bias [1|B, H, Lq, Lk] float32 or None,
+def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True,
+                          kv_heads_first=False):
+    """q [B, Lq, H, K], k/v [B, Lk, H, K] (kv_heads_first: [B, H, Lk, K], the layout the score and
+    context products take without a transpose), bias [1|B, H, Lq, Lk] float32 or None,
     mask [B, 1|H, Lq, Lk] bool or None -> [B, Lq, H, K].
 
     No 1/sqrt(d_kv) scaling: T5 folds it into the query initialisation."""
-    scores = jnp.einsum("bqhk,bthk->bhqt", q, k).astype(jnp.float32)
+    kv = "bhtk" if kv_heads_first else "bthk"
+    scores = jnp.einsum(f"bqhk,{kv}->bhqt", q, k).astype(jnp.float32)
     if bias is not None:
         scores = add_shared_bias(scores, bias)
     if mask is not None:
         scores = jnp.where(mask, scores, BIG_NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     probs = dropout(probs, dropout_rate, key, deterministic)
-    return jnp.einsum("bhqt,bthk->bqhk", probs, v)
+    return jnp.einsum(f"bhqt,{kv}->bqhk", probs, v)
 
 
 def fused_dot_product_attention(q, k, v, bias, mask, *, implementation: str):
@@ -352,13 +355,19 @@ class MultiHeadAttention(nnx.Module):
         k, v = self.project_kv(x_kv)
         return self.attend(q, k, v, bias, mask, dropout_rate=dropout_rate, key=key, deterministic=deterministic)
 
-    def attend(self, q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True):
-        impl = resolve_attention_impl(self.attention_impl, q, k,
+    def attend(self, q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True,
+               kv_heads_first=False):
+        """kv_heads_first: k/v are [B, H, Lk, K] (the decode cache's cross-attention layout)."""
+        k_shape = jax.ShapeDtypeStruct((k.shape[0], k.shape[2], k.shape[1], k.shape[3]), k.dtype) \
+            if kv_heads_first else k
+        impl = resolve_attention_impl(self.attention_impl, q, k_shape,
                                       dropout_active=not deterministic and dropout_rate > 0.0)
         if impl == "einsum":
             ctx = dot_product_attention(q, k, v, bias, mask, dropout_rate=dropout_rate, key=key,
-                                        deterministic=deterministic)
+                                        deterministic=deterministic, kv_heads_first=kv_heads_first)
         else:
+            if kv_heads_first:
+                k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
             ctx = fused_dot_product_attention(q, k, v, bias, mask, implementation=impl)
         return constrain(self.out(ctx), ("batch", "length", "act_embed"))
 

@@ -102,7 +102,7 @@ class TransformerLayer(nnx.Module):
     def decode(self, x, cache_k, cache_v, write_index, self_bias, self_mask, cross_k=None, cross_v=None,
                cross_mask=None):
         """Cached (inference) pass.  x [B, Lq, D]; cache_k/v [B, Lc, H, K]; the
-        new keys/values are written at write_index[b] .. + Lq.  cross_k/v [B/G, Lin, H, K]
+        new keys/values are written at write_index[b] .. + Lq.  cross_k/v [B/G, H, Lin, K]
         and cross_mask [B/G, 1, 1, Lin]: with beam search (G beams per example, consecutive
         rows) the encoder side is not repeated per beam.  Returns (x, cache_k, cache_v)."""
         norm, attn = self._self()
@@ -118,10 +118,10 @@ class TransformerLayer(nnx.Module):
             q = self.encoder_decoder_attention.project_q(h)                  # [B*G, Lq, H, K]
             bq, lq = q.shape[:2]
             # beam search: G consecutive rows (the beams of one example) share its encoder keys/values
-            # [B, Lin, H, K]; their queries attend as G*Lq query positions of that example
+            # [B, H, Lin, K]; their queries attend as G*Lq query positions of that example
             q = q.reshape(cross_k.shape[0], (bq // cross_k.shape[0]) * lq, *q.shape[2:])
             mask = jnp.broadcast_to(cross_mask, (q.shape[0], 1, q.shape[1], cross_mask.shape[-1]))
-            y = self.encoder_decoder_attention.attend(q, cross_k, cross_v, None, mask)
+            y = self.encoder_decoder_attention.attend(q, cross_k, cross_v, None, mask, kv_heads_first=True)
             x = x + y.reshape(bq, lq, y.shape[-1])
         x = x + self.mlp(self.pre_mlp_layer_norm(x))
         return x, cache_k, cache_v
