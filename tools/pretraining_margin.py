@@ -83,6 +83,9 @@ def main(argv=None) -> int:
     control = run_study("t5_table2", scales.cpu_scale(**overrides), os.path.join(root, "control"),
                         cells=[CONTROL], seeds=1, progress=False)
     c_score = _glue(control, CONTROL)
+    if c_score is None:
+        print(f"pretraining_margin: no GLUE score for the control {CONTROL} in {root}/control", file=sys.stderr)
+        return 1
     print(f"control (no pretraining): GLUE {c_score:.2f}", flush=True)
     prev = None
     for steps in args.steps:
@@ -97,6 +100,11 @@ def main(argv=None) -> int:
         res = run_study("t5_table2", scale, wd, cells=[f"{BASE}-s{s}" for s in range(args.seeds)],
                         seeds=args.seeds, progress=False)
         scores = [_glue(res, f"{BASE}-s{s}") for s in range(args.seeds)]
+        if None in scores:
+            missing = [f"{BASE}-s{s}" for s, v in enumerate(scores) if v is None]
+            print(f"pretraining_margin: no GLUE score for {', '.join(missing)} in {wd} (a stage without its "
+                  "best checkpoint?); fix or delete that cell's stage and rerun", file=sys.stderr)
+            return 1
         cells = {f"{c['architecture']}-{c['objective']}-s{c['seed']}": c for c in res["cells"]}
         mean = statistics.mean(scores)
         sd = statistics.stdev(scores) if len(scores) > 1 else float("nan")
