@@ -92,10 +92,10 @@ def test_beam_search_keeps_the_encoder_side_once_per_example():
         logits0, state = init_decode_state(m, prompt, 8)
 
         def step(s, t):
-            if per_row:   # cross_k/v [N, B, H, Lin, K] and encoder_valid [B, Lin] -> B*K rows
-                s = dict(s, cross_k=jnp.repeat(s["cross_k"], K, axis=1), cross_v=jnp.repeat(s["cross_v"], K, axis=1),
-                         encoder_valid=jnp.repeat(s["encoder_valid"], K, axis=0))
-            seen.append((per_row, s["cross_k"].shape[1], t.shape[0]))
+            if per_row:   # the encoder side (batch-first leaves) repeated to B*K rows
+                s = {k: jax.tree.map(lambda a: jnp.repeat(a, K, axis=0), v) if k in BEAM_INVARIANT else v
+                     for k, v in s.items()}
+            seen.append((per_row, s["cross_k"][0].shape[0], t.shape[0]))
             logits, s2 = decode_step(m, s, t)
             return logits, {**s2, **{k: v for k, v in state.items() if k in BEAM_INVARIANT}}
 

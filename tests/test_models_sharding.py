@@ -117,4 +117,6 @@ def test_sharded_decoding_matches_single_device(mesh, sharded):
     ref2, _ = decode_step(single, ref_state, np.array([3, 4, 5, 6], np.int32))
     np.testing.assert_allclose(logits, np.asarray(ref), atol=1e-5, rtol=0)
     np.testing.assert_allclose(logits2, np.asarray(ref2), atol=1e-5, rtol=0)
-    assert state["cache_k"].shape == (4, 2, 4, 4, 8) and state["cross_k"].shape == (2, 4, 4, 5, 8)   # [N, B, H, Lin, K]
+    # one array per layer: cache [B, Lc, H, K], encoder keys [B, H, Lin, K]
+    assert [a.shape for a in state["cache_k"]] == [(4, 4, 4, 8)] * 2
+    assert [a.shape for a in state["cross_k"]] == [(4, 4, 5, 8)] * 2

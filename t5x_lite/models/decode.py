@@ -15,15 +15,15 @@ Example b's sequence is [0, p_1 .. p_n]; the prefix LM sees it fully visible
 n + 1 positions).  Examples advance independently: each has its own write
 index, so prompts of different lengths need no left-padding.
 
-State (the leaves beam search repeats and reorders have the batch as their leading dimension,
-so it can jnp.take / jnp.repeat along axis 0; it leaves the BEAM_INVARIANT ones alone):
-    cache_k, cache_v  [B, N, Lc, H, K]   self-attention keys/values per layer
+State (every leaf has the batch as its leading dimension, so beam search can jnp.take /
+jnp.repeat along axis 0; it leaves the BEAM_INVARIANT ones at one row per example):
+    cache_k, cache_v  N x [B, Lc, H, K]  self-attention keys/values, one array per layer
     index             [B] int32          position the next fed token is written to
-    cross_k, cross_v  [N, B, H, Lin, K]  (enc-dec) projected encoder outputs, BEAM_INVARIANT, laid
-                                         out as each step reads them: layer i is a contiguous
-                                         [B, H, Lin, K], the score/context products' operand
-                                         layout (no per-step transpose: about 35% of greedy
-                                         decoding's op time for T5.1.1-small with 512 inputs)
+    cross_k, cross_v  N x [B, H, Lin, K] (enc-dec) projected encoder outputs, BEAM_INVARIANT, one
+                                         array per layer in the layout the score/context products
+                                         read: no per-step transpose or slice copies (together
+                                         about 50% of greedy decoding's op time for T5.1.1-small
+                                         with 512 inputs when they were one stacked [B, N, Lin, H, K])
     encoder_valid     [B, Lin] bool      (enc-dec) non-padding encoder positions, BEAM_INVARIANT
 Lc = max_decode_length (enc-dec) or P + max_decode_length (decoder-only, P the
 padded prompt length): enough for max_decode_length generated tokens.
@@ -36,6 +36,7 @@ sharding constraints (batch over data/fsdp where it divides, heads over tensor).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from t5x_lite.errors import UserError
@@ -48,15 +49,11 @@ from t5x_lite.models.networks import DecoderOnly, EncoderDecoder, EncoderOnly, S
 BEAM_INVARIANT = ("cross_k", "cross_v", "encoder_valid")
 
 
-def _layer_leading(a):   # [B, N, ...] -> [N, B, ...]
-    return jnp.swapaxes(a, 0, 1)
-
-
 def _run_cached(model, stack: Stack, tokens, q_pos, state, *, self_mask, bidirectional):
     """Feed tokens [B, Lq] at positions q_pos [B, Lq] through the cached
     decoder; returns (normed hidden [B, Lq, D], new cache_k, new cache_v)."""
     x = model.embed(tokens, q_pos)
-    lc = state["cache_k"].shape[2]
+    lc = state["cache_k"][0].shape[1]
     bias = None
     if hasattr(stack, "relpos_bias"):
         bias = stack.relpos_bias(q_pos, jnp.arange(lc), bidirectional=bidirectional)   # [B, H, Lq, Lc]
@@ -65,28 +62,37 @@ def _run_cached(model, stack: Stack, tokens, q_pos, state, *, self_mask, bidirec
     if cross:
         cross_mask = state["encoder_valid"][:, None, None, :]                          # [B/G, 1, 1, Lin]
     write_index = q_pos[:, 0]
-    xs = (_layer_leading(state["cache_k"]), _layer_leading(state["cache_v"]),
-          state["cross_k"] if cross else None, state["cross_v"] if cross else None)
+    per_layer = [(state["cache_k"][i], state["cache_v"][i], state["cross_k"][i] if cross else None,
+                  state["cross_v"][i] if cross else None) for i in range(stack.num_layers)]
 
     def fn(layer, x, xs_i):
         ck, cv, xk, xv = xs_i
         x, ck, cv = layer.decode(x, ck, cv, write_index, bias, self_mask, xk, xv, cross_mask)
         return x, (ck, cv)
 
-    x, (ck, cv) = stack.run_layers(fn, x, xs)
-    return stack.final_norm(x), _layer_leading(ck), _layer_leading(cv)
+    if stack.scan:   # the scanned stack reads stacked [N, ...] inputs: stack and unstack every call
+        x, (ck, cv) = stack.run_layers(fn, x, jax.tree.map(lambda *a: jnp.stack(a), *per_layer))
+        ck, cv = tuple(ck), tuple(cv)
+    else:            # one array per layer: no slicing of a stacked array (a copy per layer and step)
+        outs = []
+        for i in range(stack.num_layers):
+            x, y = fn(getattr(stack, f"layers_{i}"), x, per_layer[i])
+            outs.append(y)
+        ck, cv = tuple(y[0] for y in outs), tuple(y[1] for y in outs)
+    return stack.final_norm(x), ck, cv
 
 
 def _empty_cache(model, stack: Stack, b: int, lc: int):
     cfg = model.config
-    shape = (b, stack.num_layers, lc, cfg.num_heads, cfg.d_kv)
-    names = ("batch", None, "length", "act_heads", "act_kv")   # as the keys/values written into it
-    return (constrain(jnp.zeros(shape, model.dtype), names), constrain(jnp.zeros(shape, model.dtype), names))
+    shape = (b, lc, cfg.num_heads, cfg.d_kv)
+    names = ("batch", "length", "act_heads", "act_kv")   # as the keys/values written into it
+    empty = lambda: tuple(constrain(jnp.zeros(shape, model.dtype), names) for _ in range(stack.num_layers))
+    return empty(), empty()
 
 
 def _step(model, stack, state, tokens, bidirectional):
     idx = state["index"]
-    lc = state["cache_k"].shape[2]
+    lc = state["cache_k"][0].shape[1]
     q_pos = idx[:, None]                                                      # [B, 1]
     self_mask = (jnp.arange(lc)[None, :] <= idx[:, None])[:, None, None, :]   # [B, 1, 1, Lc]
     y, ck, cv = _run_cached(model, stack, tokens[:, None].astype(jnp.int32), q_pos, state, self_mask=self_mask,
@@ -105,7 +111,8 @@ def init_decode_state(model, prompt: dict, max_decode_length: int):
         _, (xk, xv) = stack.run_layers(lambda layer, x, _: (x, layer.cross_kv(encoded)), jnp.zeros(()), None)
         ck, cv = _empty_cache(model, stack, b, int(max_decode_length))
         state = {"cache_k": ck, "cache_v": cv, "index": jnp.zeros((b,), jnp.int32),
-                 "cross_k": jnp.swapaxes(xk, 2, 3), "cross_v": jnp.swapaxes(xv, 2, 3),   # [N, B, H, Lin, K]
+                 "cross_k": tuple(jnp.swapaxes(xk[i], 1, 2) for i in range(stack.num_layers)),   # N x [B, H, Lin, K]
+                 "cross_v": tuple(jnp.swapaxes(xv[i], 1, 2) for i in range(stack.num_layers)),
                  "encoder_valid": enc_seg != 0}
         return _step(model, stack, state, jnp.zeros((b,), jnp.int32), False)
     if isinstance(model, DecoderOnly):
