@@ -153,12 +153,12 @@ class _BeamState(NamedTuple):
     fin_logp: jax.Array       # [B, K] the finished beams' logp (no penalty), NEG_INF for empty slots
 
 
-def _reorder(state, rows, invariant: Sequence[str]):
-    """state's leaves gathered along axis 0 at `rows`, except a dict state's `invariant` keys."""
-    take = lambda tree: jax.tree.map(lambda x: jnp.take(x, rows, axis=0), tree)
+def _per_beam(fn, state, invariant: Sequence[str]):
+    """fn applied to every leaf of state, except under a dict state's `invariant` keys."""
+    apply = lambda tree: jax.tree.map(fn, tree)
     if not invariant or not isinstance(state, dict):
-        return take(state)
-    return {k: v if k in invariant else take(v) for k, v in state.items()}
+        return apply(state)
+    return {k: v if k in invariant else apply(v) for k, v in state.items()}
 
 
 def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, beam_size: int = 4,
@@ -185,7 +185,7 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
     keys/values: models.decode.BEAM_INVARIANT).  They stay [B, ...], neither repeated per beam nor
     reordered (a beam's parent is always in its own example), and step_fn must accept them with
     B*K fed tokens.  For T5.1.1-small, 512 inputs, batch 8 x 4 beams, that is 300 MB less state
-    and no 400 MB copy per generated token.  They need not have the batch on axis 0.
+    and no 400 MB copy per generated token.
     """
     if beam_size < 1:
         raise UserError(f"beam size must be >= 1, got {beam_size}")
@@ -195,9 +195,7 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
     K, L = beam_size, max_decode_length
     # Every beam of a row starts from the same prompt; only beam 0 is live so the first step
     # does not pick the same token K times.
-    repeat = lambda tree: jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), tree)    # leaves [B*K, ...]
-    state = ({k: v if k in beam_invariant else repeat(v) for k, v in state0.items()}
-             if beam_invariant and isinstance(state0, dict) else repeat(state0))
+    state = _per_beam(lambda x: jnp.repeat(x, K, axis=0), state0, beam_invariant)   # leaves [B*K, ...]
     beams = _BeamState(
         live_seqs=jnp.zeros((batch, K, L), jnp.int32),
         live_logp=jnp.tile(jnp.array([0.0] + [NEG_INF] * (K - 1), jnp.float32), (batch, 1)),
@@ -235,7 +233,7 @@ def beam_search(logits0, state0, step_fn: StepFn, *, max_decode_length: int, bea
         live_logp, keep = jax.lax.top_k(jnp.where(is_eos | (tok == eos_id), NEG_INF, top_logp), K)
         live_seqs = jnp.take_along_axis(seqs, keep[:, :, None], axis=1)
         parent = jnp.take_along_axis(src_beam, keep, axis=1) + row_offset      # [B, K] flat rows
-        state = _reorder(state, parent.reshape(-1), beam_invariant)
+        state = _per_beam(lambda x: jnp.take(x, parent.reshape(-1), axis=0), state, beam_invariant)
         last = jnp.take_along_axis(tok, keep, axis=1).reshape(-1)              # [B*K] fed next
         return _BeamState(live_seqs, live_logp, fin_seqs, fin_scores, fin_flags, fin_logp), state, last
 

@@ -141,7 +141,7 @@ def categorize(info, comps) -> str:
         return "embedding"
     if has_dot:
         return "matmul"
-    if path == "decode.py" or func.startswith("TransformerLayer.decode"):   # cache writes, layer slicing
+    if path == "decode.py" or func.startswith("TransformerLayer.decode"):   # cache writes, per-layer state
         return "kv cache"
     if opcode in ("transpose", "copy") or (inner and inner <= {"transpose", "copy", "parameter", "bitcast"}):
         return "layout"
@@ -161,6 +161,7 @@ def profile_jax(args) -> dict:
 
 def profile_decode(config, args) -> dict:
     """bench_decode's jitted generate (greedy or beam, EOS masked) on its random prompts."""
+    import jax
     import numpy as np
     from flax import nnx
 
@@ -172,7 +173,6 @@ def profile_decode(config, args) -> dict:
     prompt = {"encoder_input_tokens": x}
     gen = _generate_fn()
     graphdef, params = nnx.split(model)
-    import jax
     fn = jax.jit(lambda p, pr: gen(nnx.merge(graphdef, p), pr, method=args.decode, new_tokens=args.new_tokens,
                                    beam_size=args.beam_size))
     mesh = partitioning.make_mesh(config.mesh)
