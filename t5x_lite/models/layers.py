@@ -298,15 +298,37 @@ def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, de
     mask [B, 1|H, Lq, Lk] bool or None -> [B, Lq, H, K].
 
     No 1/sqrt(d_kv) scaling: T5 folds it into the query initialisation."""
-    kv = "bhtk" if kv_heads_first else "bthk"
-    scores = jnp.einsum(f"bqhk,{kv}->bhqt", q, k).astype(jnp.float32)
+    if kv_heads_first:
+        return _attention_kv_heads_first(q, k, v, bias, mask, dropout_rate, key, deterministic)
+    scores = jnp.einsum("bqhk,bthk->bhqt", q, k)
+    probs = _attention_probs(scores, bias, mask, q.dtype, dropout_rate, key, deterministic)
+    return jnp.einsum("bhqt,bthk->bqhk", probs, v)
+
+
+def _attention_probs(scores, bias, mask, dtype, dropout_rate, key, deterministic):
+    """[B, H, Lq, Lk] scores -> softmax probabilities in `dtype` (float32 bias, mask and softmax)."""
+    scores = scores.astype(jnp.float32)
     if bias is not None:
         scores = add_shared_bias(scores, bias)
     if mask is not None:
         scores = jnp.where(mask, scores, BIG_NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    probs = dropout(probs, dropout_rate, key, deterministic)
-    return jnp.einsum(f"bhqt,{kv}->bqhk", probs, v)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    return dropout(probs, dropout_rate, key, deterministic)
+
+
+def _attention_kv_heads_first(q, k, v, bias, mask, dropout_rate, key, deterministic):
+    """dot_product_attention with k/v [B, H, Lk, K] (the decode cache's encoder side), as products
+    over ONE merged batch axis B*H.  With several queries per example (beam search attends an
+    example's G beams as G query positions) XLA:CPU ran the two-batch-axis form ([B, H] batch,
+    G x Lk scores) about 2x slower (docs/performance.md); one query is as fast either way."""
+    b, lq, h, d = q.shape
+    lk = k.shape[2]
+    qh = jnp.transpose(q, (0, 2, 1, 3)).reshape(b * h, lq, d)                      # [B*H, Lq, K]
+    scores = jnp.einsum("xqk,xtk->xqt", qh, k.reshape(b * h, lk, d))
+    probs = _attention_probs(scores.reshape(b, h, lq, lk), bias, mask, q.dtype, dropout_rate, key,
+                             deterministic).reshape(b * h, lq, lk)
+    ctx = jnp.einsum("xqt,xtk->xqk", probs, v.reshape(b * h, lk, d))               # [B*H, Lq, K]
+    return jnp.transpose(ctx.reshape(b, h, lq, d), (0, 2, 1, 3))                   # [B, Lq, H, K]
 
 
 def fused_dot_product_attention(q, k, v, bias, mask, *, implementation: str):
