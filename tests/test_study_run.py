@@ -58,6 +58,7 @@ def test_scales(name):
         assert any("SGLUE has no local stand-in" in n for n in scale.notes)
     if name == "gpu":
         assert cols == ["GLUE", "CNNDM", "SQuAD", "EnDe", "EnFr", "EnRo"]    # no local SGLUE
+        assert scale.recipe.source == "local"                                # not 220 passes over the shipped corpus
     if name == "cpu":   # only the GLUE-like column is fine-tuned at cpu scale, and the notes say so
         assert cols == ["GLUE"] and scale.recipe.source == "local"
         assert any("only GLUE fine-tuned and scored" in n for n in scale.notes)

@@ -48,6 +48,9 @@ def list_studies(names, seeds: int) -> str:
             task = studies.OBJECTIVES[objective].builtin_task if objective else "(fine-tuned from scratch)"
             mark = " ★" if cell.key == study.baseline else ""
             lines.append(f"  {cell.name:<36} {' / '.join(study.label(cell.key))}{mark}   {task}")
+    sources = ", ".join(f"{n}: {s.recipe.source}" for n, s in scales.SCALES.items())
+    lines.append(f"(the last column is each objective's task on the shipped corpus; `run` pretrains on its scale's "
+                 f"text ({sources}; local = the corpus of `t5x-lite data build-local`), named in the report)")
     return "\n".join(lines)
 
 
