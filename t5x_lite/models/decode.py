@@ -36,7 +36,6 @@ sharding constraints (batch over data/fsdp where it divides, heads over tensor).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from t5x_lite.errors import UserError
@@ -70,16 +69,9 @@ def _run_cached(model, stack: Stack, tokens, q_pos, state, *, self_mask, bidirec
         x, ck, cv = layer.decode(x, ck, cv, write_index, bias, self_mask, xk, xv, cross_mask)
         return x, (ck, cv)
 
-    if stack.scan:   # the scanned stack reads stacked [N, ...] inputs: stack and unstack every call
-        x, (ck, cv) = stack.run_layers(fn, x, jax.tree.map(lambda *a: jnp.stack(a), *per_layer))
-        ck, cv = tuple(ck), tuple(cv)
-    else:            # one array per layer: no slicing of a stacked array (a copy per layer and step)
-        outs = []
-        for i in range(stack.num_layers):
-            x, y = fn(getattr(stack, f"layers_{i}"), x, per_layer[i])
-            outs.append(y)
-        ck, cv = tuple(y[0] for y in outs), tuple(y[1] for y in outs)
-    return stack.final_norm(x), ck, cv
+    # one array per layer in and out; no remat (inference)
+    x, outs = stack.run_layers(fn, x, per_layer, per_layer=True, remat=False)
+    return stack.final_norm(x), tuple(y[0] for y in outs), tuple(y[1] for y in outs)
 
 
 def _empty_cache(model, stack: Stack, b: int, lc: int):
@@ -108,11 +100,12 @@ def init_decode_state(model, prompt: dict, max_decode_length: int):
         encoded, enc_seg = model.encode(enc_tokens)
         b = enc_tokens.shape[0]
         stack = model.decoder
-        _, (xk, xv) = stack.run_layers(lambda layer, x, _: (x, layer.cross_kv(encoded)), jnp.zeros(()), None)
+        # each layer's encoder keys/values, stored [B, H, Lin, K] (N x: one array per layer)
+        _, kv = stack.run_layers(lambda layer, x, _: (x, tuple(jnp.swapaxes(a, 1, 2) for a in layer.cross_kv(encoded))),
+                                 jnp.zeros(()), [None] * stack.num_layers, per_layer=True, remat=False)
         ck, cv = _empty_cache(model, stack, b, int(max_decode_length))
         state = {"cache_k": ck, "cache_v": cv, "index": jnp.zeros((b,), jnp.int32),
-                 "cross_k": tuple(jnp.swapaxes(xk[i], 1, 2) for i in range(stack.num_layers)),   # N x [B, H, Lin, K]
-                 "cross_v": tuple(jnp.swapaxes(xv[i], 1, 2) for i in range(stack.num_layers)),
+                 "cross_k": tuple(k for k, _ in kv), "cross_v": tuple(v for _, v in kv),
                  "encoder_valid": enc_seg != 0}
         return _step(model, stack, state, jnp.zeros((b,), jnp.int32), False)
     if isinstance(model, DecoderOnly):

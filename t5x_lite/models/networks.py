@@ -163,17 +163,22 @@ class Stack(nnx.Module):
     def final_norm(self, x):
         return getattr(self, self.norm_name)(x)
 
-    def run_layers(self, fn, x, xs=None):
+    def run_layers(self, fn, x, xs=None, *, per_layer=False, remat=True):
         """Apply fn(layer, x, xs_i) -> (x, ys_i) over the layers, threading x.
-        xs / ys are pytrees with a leading [N] axis.  The body is a pure function
-        of (layer params, x, xs_i) so jax.checkpoint (remat) and jax.lax.scan
-        apply to it directly; both layouts give the same numbers."""
+        xs / ys are pytrees with a leading [N] axis, or (per_layer) sequences of N
+        pytrees, one per layer: then the unscanned stack neither slices nor stacks
+        an [N, ...] array (a copy per layer and call: the decode caches), and a
+        scanned one stacks them for the scan and splits its outputs again.  The
+        body is a pure function of (layer params, x, xs_i) so jax.checkpoint
+        (remat) and jax.lax.scan apply to it directly; both layouts give the
+        same numbers.  remat=False: no jax.checkpoint whatever the policy (inference,
+        where there is nothing to recompute and its barriers only block fusion)."""
 
         def body(graphdef, x, inp):
             state, xs_i = inp
             return fn(nnx.merge(graphdef, state), x, xs_i)
 
-        policy = self.remat_policy
+        policy = self.remat_policy if remat else "none"
         if policy == "none":
             wrap = lambda f: f
         elif policy == "full":
@@ -184,15 +189,20 @@ class Stack(nnx.Module):
         else:
             raise ValueError(f"unknown remat_policy {policy!r}")
         body = wrap(body)
+        stacked = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
         if self.scan:
             graphdef, state = nnx.split(self.layers)
-            return jax.lax.scan(lambda c, inp: body(graphdef, c, inp), x, (state, xs), length=self.num_layers)
+            x, ys = jax.lax.scan(lambda c, inp: body(graphdef, c, inp), x,
+                                 (state, stacked(xs) if per_layer else xs), length=self.num_layers)
+            return x, ([jax.tree.map(lambda a: a[i], ys) for i in range(self.num_layers)] if per_layer else ys)
         ys = []
         for i in range(self.num_layers):
             graphdef, state = nnx.split(getattr(self, f"layers_{i}"))
-            x, y = body(graphdef, x, (state, jax.tree.map(lambda a: a[i], xs)))
+            x, y = body(graphdef, x, (state, xs[i] if per_layer else jax.tree.map(lambda a: a[i], xs)))
             ys.append(y)
-        return x, (None if xs is None and all(y is None for y in ys) else jax.tree.map(lambda *a: jnp.stack(a), *ys))
+        if per_layer:
+            return x, ys
+        return x, (None if xs is None and all(y is None for y in ys) else stacked(ys))
 
     def __call__(self, x, *, self_bias, self_mask, encoded=None, cross_mask=None, key=None, deterministic=True):
         """Embedded input x [B, L, D] -> normed output [B, L, D] (with the
