@@ -4,7 +4,7 @@ decode cache's encoder side, computed over one merged B*H batch axis) against a 
 import numpy as np
 import pytest
 
-from t5x_lite.models.layers import dot_product_attention
+from t5x_lite.models.attention import dot_product_attention
 
 
 def numpy_attention(q, k, v, bias, mask):

@@ -13,9 +13,9 @@ from flax import nnx
 from t5x_lite.decoding import decode, make_prompt
 from t5x_lite.errors import UserError
 from t5x_lite.models import ModelConfig, build_model, model_logits
-from t5x_lite.models import layers
-from t5x_lite.models.layers import (ATTENTION_IMPLS, MultiHeadAttention, RelativePositionBias, attention_mask,
-                                    dot_product_attention, fused_dot_product_attention, resolve_attention_impl)
+from t5x_lite.models.attention import (ATTENTION_IMPLS, MultiHeadAttention, dot_product_attention,
+                                       fused_dot_product_attention, resolve_attention_impl)
+from t5x_lite.models.layers import RelativePositionBias, attention_mask
 
 B, L, H, K = 3, 8, 4, 8
 TINY = dict(vocab_size=53, d_model=32, num_heads=4, d_kv=8, d_ff=48, num_encoder_layers=1, num_decoder_layers=1)
@@ -249,4 +249,4 @@ def test_cudnn_equals_einsum_on_gpu(case):
     got = np.asarray(fused_dot_product_attention(q, k, v, bias, mask, implementation="cudnn").astype(jnp.float32))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=5e-2, rtol=0)
-    assert layers.resolve_attention_impl("auto", q, k, dropout_active=False) == "cudnn"
+    assert resolve_attention_impl("auto", q, k, dropout_active=False) == "cudnn"

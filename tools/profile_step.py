@@ -10,7 +10,7 @@ function that created it through the compiled HLO's source tables (stack_frame_i
 a category:
 
     matmul       dots (and fusions holding a dot) of the dense layers and the output layer
-    attention    the attention score/context dots, softmax and masking (layers.dot_product_attention)
+    attention    the attention score/context dots, softmax and masking (models/attention.py)
     relpos bias  T5's relative position bias (bucket computation + gather)
     embedding    the token embedding lookup and its gradient (a scatter into the table)
     loss         cross-entropy, z-loss, accuracy (train/losses.py)
@@ -135,7 +135,7 @@ def categorize(info, comps) -> str:
         return "loss"
     if func in ("RelativePositionBias.__call__", "relative_position_bucket", "_relpos"):
         return "relpos bias"
-    if func in ("dot_product_attention", "attention_mask") or func.startswith("_fused"):
+    if path == "attention.py" or func == "attention_mask":
         return "attention"
     if func in ("Embed.__call__", "_Network.embed_tokens", "_Network.embed") and not has_dot:
         return "embedding"

@@ -15,7 +15,8 @@ import difflib
 from typing import Any
 
 from t5x_lite.errors import UserError
-from t5x_lite.models.layers import ACTIVATIONS, ATTENTION_IMPLS, DTYPES
+from t5x_lite.models.attention import ATTENTION_IMPLS
+from t5x_lite.models.layers import ACTIVATIONS, DTYPES
 
 # The allowed values of the choice fields (validators elsewhere take them from here).
 ARCHITECTURES = ("encoder_decoder", "decoder_only", "encoder_only", "electra")
@@ -59,7 +60,7 @@ class ModelConfig:
     # auto: cudnn (jax.nn.dot_product_attention, cuDNN) on a GPU backend with a bfloat16/float16 compute
     # dtype, else einsum (the HF-parity path, the CPU default); xla / cudnn force
     # jax.nn.dot_product_attention with that implementation.  A call with attention dropout active
-    # (dropout_rate > 0, training) always runs einsum (layers.resolve_attention_impl).
+    # (dropout_rate > 0, training) always runs einsum (attention.resolve_attention_impl).
     attention_impl: str = "auto"
 
     def __post_init__(self):

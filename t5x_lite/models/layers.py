@@ -1,6 +1,6 @@
 """T5 building blocks in Flax NNX: RMS layer norm, dense kernels with logical
-axis names, multi-head attention, relative position biases, MLP, embeddings,
-dropout with explicit keys, and attention masks.
+axis names, relative position biases, MLP, embeddings, dropout with explicit
+keys, and attention masks.  Attention itself is models/attention.py.
 
 Shape letters used in comments:
     B batch, L / Lq / Lk lengths (query / key), D d_model, H heads, K d_kv,
@@ -21,12 +21,8 @@ from flax import nnx
 from flax.core import spmd as core_spmd
 from jax.sharding import PartitionSpec
 
-from t5x_lite.errors import UserError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# Masked attention logits get this value (finite, so a fully masked row gives a
-# uniform distribution instead of NaN; such rows are padding and carry no loss).
-BIG_NEG = float(np.finfo(np.float32).min)
 
 
 # --------------------------------------------------------------------------- sharding
@@ -224,174 +220,6 @@ class RelativePositionBias(nnx.Module):
             one_hot = jax.nn.one_hot(bucket, self.num_buckets, dtype=jnp.float32)   # [B, Lq, Lk, buckets]
             return jnp.einsum("bqkn,nh->bhqk", one_hot, table)
         return jnp.transpose(jnp.take(table, bucket, axis=0), (0, 3, 1, 2))        # [B, H, Lq, Lk]
-
-
-# --------------------------------------------------------------------------- attention
-# model.attention_impl: "einsum" is dot_product_attention below (the HF-parity path);
-# "xla" / "cudnn" call jax.nn.dot_product_attention with that implementation;
-# "auto" picks per call (resolve_attention_impl).
-ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
-_CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-
-
-def resolve_attention_impl(impl: str, q, k, *, dropout_active: bool) -> str:
-    """The implementation one attention call runs (q [B, Lq, H, K], k [B, Lk, H, K]).
-
-    Attention-probability dropout is only in the einsum path, so any choice
-    falls back to "einsum" for a call with dropout active.  "auto" is "cudnn"
-    when the backend is GPU, the compute dtype bfloat16/float16, the head width
-    a multiple of 8 and <= 128 and both lengths even (cuDNN flash attention's
-    shape limits with a bias), else "einsum" (the CPU default)."""
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"unknown attention_impl {impl!r}; one of {'|'.join(ATTENTION_IMPLS)}")
-    if dropout_active:
-        return "einsum"
-    if impl != "auto":
-        return impl
-    lq, lk, d_kv = q.shape[1], k.shape[1], q.shape[-1]
-    if (jax.default_backend() == "gpu" and jnp.dtype(q.dtype) in _CUDNN_DTYPES and d_kv % 8 == 0
-            and d_kv <= 128 and lq % 2 == 0 and lk % 2 == 0):
-        return "cudnn"
-    return "einsum"
-
-
-def _batch_sum(g):
-    """g [B, ...] -> [1, ...]: the sum over the leading axis as a tree of slice additions."""
-    parts = [g[i:i + 1] for i in range(g.shape[0])]
-    while len(parts) > 1:
-        parts = [a + b for a, b in zip(parts[::2], parts[1::2])] + parts[len(parts) - len(parts) % 2:]
-    return parts[0]
-
-
-@jax.custom_vjp
-def _add_bias_cpu(scores, bias):
-    return scores + bias
-
-
-def _add_bias_fwd(scores, bias):
-    return scores + bias, None
-
-
-def _add_bias_bwd(_, g):
-    return g, _batch_sum(g)
-
-
-_add_bias_cpu.defvjp(_add_bias_fwd, _add_bias_bwd)
-
-
-def add_shared_bias(scores, bias):
-    """scores [B, H, Lq, Lk] + bias [1|B, H, Lq, Lk].  The relative position bias is shared by the
-    batch, so its gradient sums the scores' gradient over B.  On CPU that sum is written as
-    slice additions: XLA:CPU's fused reduction over the leading axis (YNN fusions) took ~40x longer
-    for T5.1.1-small's [2, 6, 512, 512] (about 8% of the train step; docs/performance.md).  Same
-    value and gradient, summed in another order."""
-    b = scores.shape[0]
-    if bias.shape[0] == 1 and 1 < b <= 64 and jax.default_backend() == "cpu":
-        return _add_bias_cpu(scores, bias)
-    return scores + bias
-
-
-def dot_product_attention(q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True,
-                          kv_heads_first=False):
-    """q [B, Lq, H, K], k/v [B, Lk, H, K] (kv_heads_first: [B, H, Lk, K], the layout the score and
-    context products take without a transpose), bias [1|B, H, Lq, Lk] float32 or None,
-    mask [B, 1|H, Lq, Lk] bool or None -> [B, Lq, H, K].
-
-    No 1/sqrt(d_kv) scaling: T5 folds it into the query initialisation."""
-    if kv_heads_first:
-        return _attention_kv_heads_first(q, k, v, bias, mask, dropout_rate, key, deterministic)
-    scores = jnp.einsum("bqhk,bthk->bhqt", q, k)
-    probs = _attention_probs(scores, bias, mask, q.dtype, dropout_rate, key, deterministic)
-    return jnp.einsum("bhqt,bthk->bqhk", probs, v)
-
-
-def _attention_probs(scores, bias, mask, dtype, dropout_rate, key, deterministic):
-    """[B, H, Lq, Lk] scores -> softmax probabilities in `dtype` (float32 bias, mask and softmax)."""
-    scores = scores.astype(jnp.float32)
-    if bias is not None:
-        scores = add_shared_bias(scores, bias)
-    if mask is not None:
-        scores = jnp.where(mask, scores, BIG_NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    return dropout(probs, dropout_rate, key, deterministic)
-
-
-def _attention_kv_heads_first(q, k, v, bias, mask, dropout_rate, key, deterministic):
-    """dot_product_attention with k/v [B, H, Lk, K] (the decode cache's encoder side), as products
-    over ONE merged batch axis B*H.  With several queries per example (beam search attends an
-    example's G beams as G query positions) XLA:CPU ran the two-batch-axis form ([B, H] batch,
-    G x Lk scores) about 2x slower (docs/performance.md); one query is as fast either way."""
-    b, lq, h, d = q.shape
-    lk = k.shape[2]
-    qh = jnp.transpose(q, (0, 2, 1, 3)).reshape(b * h, lq, d)                      # [B*H, Lq, K]
-    scores = jnp.einsum("xqk,xtk->xqt", qh, k.reshape(b * h, lk, d))
-    probs = _attention_probs(scores.reshape(b, h, lq, lk), bias, mask, q.dtype, dropout_rate, key,
-                             deterministic).reshape(b * h, lq, lk)
-    ctx = jnp.einsum("xqt,xtk->xqk", probs, v.reshape(b * h, lk, d))               # [B*H, Lq, K]
-    return jnp.transpose(ctx.reshape(b, h, lq, d), (0, 2, 1, 3))                   # [B, Lq, H, K]
-
-
-def fused_dot_product_attention(q, k, v, bias, mask, *, implementation: str):
-    """The same attention (no dropout) through jax.nn.dot_product_attention:
-    our [B, L, H, K] is its [B, T, N, H] layout, scale=1.0 (T5), the float32
-    relative position bias is added to the logits and the boolean mask selects
-    them.  A fully masked query row (padding) gets a finite large negative
-    value in every logit, so a uniform softmax as in the einsum path, not NaN.
-    cuDNN needs the bias in the compute dtype (it folds the mask into it)."""
-    if implementation == "cudnn":
-        if jax.default_backend() != "gpu":
-            raise UserError(f"model.attention_impl='cudnn' needs a GPU backend, this one is "
-                            f"{jax.default_backend()!r}; use auto, einsum or xla")
-        if bias is not None:
-            bias = bias.astype(q.dtype)
-    return jax.nn.dot_product_attention(q, k, v, bias, mask, scale=1.0, implementation=implementation)
-
-
-class MultiHeadAttention(nnx.Module):
-    """T5 attention: query/key/value kernels (D, H, K), output kernel (H, K, D).
-    Init follows Mesh-TF/HF T5: query std (D*K)**-0.5 (the folded 1/sqrt(K)),
-    key/value std D**-0.5, out std (H*K)**-0.5."""
-
-    def __init__(self, d_model: int, num_heads: int, d_kv: int, *, dtype, param_dtype, rngs: nnx.Rngs,
-                 attention_impl: str = "einsum"):
-        if attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"unknown attention_impl {attention_impl!r}; one of {'|'.join(ATTENTION_IMPLS)}")
-        D, H, K = d_model, num_heads, d_kv
-        self.attention_impl = attention_impl
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.query = Dense((D,), (H, K), ("embed", "heads", "kv"), (D * K) ** -0.5, **kw)
-        self.key = Dense((D,), (H, K), ("embed", "heads", "kv"), D ** -0.5, **kw)
-        self.value = Dense((D,), (H, K), ("embed", "heads", "kv"), D ** -0.5, **kw)
-        self.out = Dense((H, K), (D,), ("heads", "kv", "embed"), (H * K) ** -0.5, **kw)
-
-    def project_q(self, x):
-        return constrain(self.query(x), ("batch", "length", "act_heads", "act_kv"))
-
-    def project_kv(self, x):
-        k = constrain(self.key(x), ("batch", "length", "act_heads", "act_kv"))
-        v = constrain(self.value(x), ("batch", "length", "act_heads", "act_kv"))
-        return k, v
-
-    def __call__(self, x_q, x_kv, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True):
-        q = self.project_q(x_q)
-        k, v = self.project_kv(x_kv)
-        return self.attend(q, k, v, bias, mask, dropout_rate=dropout_rate, key=key, deterministic=deterministic)
-
-    def attend(self, q, k, v, bias, mask, *, dropout_rate=0.0, key=None, deterministic=True,
-               kv_heads_first=False):
-        """kv_heads_first: k/v are [B, H, Lk, K] (the decode cache's cross-attention layout)."""
-        k_shape = jax.ShapeDtypeStruct((k.shape[0], k.shape[2], k.shape[1], k.shape[3]), k.dtype) \
-            if kv_heads_first else k
-        impl = resolve_attention_impl(self.attention_impl, q, k_shape,
-                                      dropout_active=not deterministic and dropout_rate > 0.0)
-        if impl == "einsum":
-            ctx = dot_product_attention(q, k, v, bias, mask, dropout_rate=dropout_rate, key=key,
-                                        deterministic=deterministic, kv_heads_first=kv_heads_first)
-        else:
-            if kv_heads_first:
-                k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
-            ctx = fused_dot_product_attention(q, k, v, bias, mask, implementation=impl)
-        return constrain(self.out(ctx), ("batch", "length", "act_embed"))
 
 
 # --------------------------------------------------------------------------- MLP

@@ -22,7 +22,8 @@ from flax import nnx
 from t5x_lite.errors import UserError
 from t5x_lite.models import bert
 from t5x_lite.models.config import ModelConfig
-from t5x_lite.models.layers import (DTYPES, Dense, Embed, MultiHeadAttention, Mlp, RelativePositionBias,
+from t5x_lite.models.attention import MultiHeadAttention
+from t5x_lite.models.layers import (DTYPES, Dense, Embed, Mlp, RelativePositionBias,
                                     RMSNorm, apply_keep, attention_mask, constrain, dropout_keep,
                                     padding_or_segments, sinusoidal_positions)
 
