@@ -17,7 +17,7 @@ def test_list(capsys):
         assert f"\n{name}: " in "\n" + out
     assert "language_model-lm-s0" in out and "builtin_lm" in out             # decoder-only LM: full LM task
     assert "prefix_lm-lm-s0" in out and "encoder_decoder-no_pretraining-s0" in out
-    assert "cpu: local" in out and "smoke: builtin" in out            # the text each scale pretrains on
+    assert "cpu: local" in out and "smoke: builtin" in out and "paper: c4" in out            # the text each scale pretrains on
     assert main(["list", "t5_table7", "--seeds", "4"]) == 0            # 4 baseline seeds + 4 span lengths + control
     out = capsys.readouterr().out
     assert out.startswith("t5_table7: ") and "(9 cells)" in out and "encoder_decoder-denoising-s3" in out

@@ -121,6 +121,36 @@ def test_local_source(monkeypatch, tmp_path):
     assert corpus_note.startswith("pretraining corpus local: ") and "(fake;" in corpus_note
 
 
+def test_c4_source(monkeypatch, tmp_path):
+    """Recipe.source "c4" (the paper scale): every objective over T5's C4 source, read from allenai/c4
+    json.gz shards in <TFDS data dir>/c4/en/ (a two-document shard written here); without them, one
+    line saying where it looked, not a traceback."""
+    import gzip
+    scale = scales.get_scale("paper")
+    assert scale.recipe.source == "c4"
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    base = runner.base_model(scale)
+    plan = cell_plan(Cell("encoder_decoder", "denoising"), base, scale.recipe)
+    source = runner.pretraining_source("c4")
+    with pytest.raises(UserError) as e:
+        next(iter(source.get("train")))
+    assert "\n" not in str(e.value) and "c4" in str(e.value)
+    shard = tmp_path / "tfds" / "c4" / "en"
+    shard.mkdir(parents=True)
+    for split in ("train", "validation"):
+        with gzip.open(shard / f"c4-{split}.00000-of-00001.json.gz", "wt") as f:
+            for i in range(2):
+                f.write(json.dumps({"text": f"{split} document {i}: the cat sat on the mat.", "url": "u",
+                                    "timestamp": "t"}) + "\n")
+    source = runner.pretraining_source("c4")
+    assert [ex["text"] for ex in source.get("train")][:1] == ["train document 0: the cat sat on the mat."]
+    name = runner.pretraining_task_name(plan, scale)
+    assert name == f"study_{plan.objective}@c4"
+    assert "cat sat" in next(iter(TaskRegistry.get(name).source.get("train")))["text"]
+    note = runner.notes(get_study("t5_table2", seeds=1), scale)[1]
+    assert note.startswith("pretraining corpus c4: C4 en")
+
+
 @pytest.mark.parametrize("scale_name", scales.scale_names())
 def test_stage_configs_validate(scale_name, tmp_path, monkeypatch):
     """Every stage of every t5_table2 cell is a valid training config with the cell's model and task."""

@@ -50,7 +50,8 @@ def list_studies(names, seeds: int) -> str:
             lines.append(f"  {cell.name:<36} {' / '.join(study.label(cell.key))}{mark}   {task}")
     sources = ", ".join(f"{n}: {s.recipe.source}" for n, s in scales.SCALES.items())
     lines.append(f"(the last column is each objective's task on the shipped corpus; `run` pretrains on its scale's "
-                 f"text ({sources}; local = the corpus of `t5x-lite data build-local`), named in the report)")
+                 f"text ({sources}; local = the corpus of `t5x-lite data build-local`, c4 = C4 en from the user's files as "
+                 f"T5 read it), named in the report)")
     return "\n".join(lines)
 
 

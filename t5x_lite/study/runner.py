@@ -34,6 +34,7 @@ from t5x_lite.data.tasks import pretraining_task, task_from_spec
 from t5x_lite import jsonio
 from t5x_lite.errors import UserError, ensure_dir
 from t5x_lite.study import stages as S
+from t5x_lite.tasks.builtin import c4_source
 from t5x_lite.tasks.local import local_corpus_manifest, local_corpus_spec
 from t5x_lite.study.report import atomic_write, write_report, write_results
 from t5x_lite.study.scales import Scale, get_scale
@@ -89,14 +90,23 @@ def source_spec(source: str) -> str:
     return spec
 
 
+def pretraining_source(source: str):
+    """A Recipe.source other than "builtin" -> the DataSource the cells pretrain on: "c4" is T5's C4
+    en (allenai/c4 json.gz shards in <TFDS data dir>/c4/en/, else TFDS c4/en:2.2.0, as T5's
+    c4_v220_* tasks read it); "local" and "text:" / "jsonl:" specs go through source_spec."""
+    if source == "c4":
+        return c4_source()
+    return task_from_spec(source_spec(source)).source
+
+
 def pretraining_task_name(plan, scale: Scale) -> str:
-    """The cell's pretraining task: the registered builtin one, or (recipe.source "local" or a
-    "text:GLOB" / "jsonl:GLOB" spec) the cell's objective over those files."""
+    """The cell's pretraining task: the registered builtin one, or (recipe.source "c4", "local" or
+    a "text:GLOB" / "jsonl:GLOB" spec) the cell's objective over that text."""
     if plan.source == "builtin":
         return plan.task
     name = f"study_{plan.objective}@{plan.source}"
     if name not in TaskRegistry.names():
-        source = task_from_spec(source_spec(plan.source)).source
+        source = pretraining_source(plan.source)
         TaskRegistry.add(pretraining_task(name, source, plan.preprocessor, get_vocabulary(scale.vocabulary),
                                           description=f"{plan.objective} on {source.description}",
                                           **dict(plan.preprocessor_kwargs)))
@@ -232,8 +242,9 @@ def collect_results(study: Study, scale: Scale, base, plans: dict, workdir: str)
 
 def notes(study: Study, scale: Scale) -> list[str]:
     r, ft = scale.recipe, scale.finetune
-    corpus = ("builtin: the shipped corpus (WordNet 3.0 glosses + Shakespeare, about 4.8M tokens)"
-              if r.source == "builtin" else r.source)
+    corpus = {"builtin": "builtin: the shipped corpus (WordNet 3.0 glosses + Shakespeare, about 4.8M tokens)",
+              "c4": "c4: C4 en, as T5 (allenai/c4 json.gz shards in <TFDS data dir>/c4/en/, or TFDS "
+                    "c4/en:2.2.0)"}.get(r.source, r.source)
     if r.source == "local":
         m = local_corpus_manifest() or {}
         total = m.get("total", {})

@@ -223,10 +223,10 @@ PAPER_TASKS = {"GLUE": ("glue_v002_proportional", ""), "CNNDM": ("cnn_dailymail_
                "EnDe": ("wmt_t2t_ende_v003", "bleu"), "EnFr": ("wmt15_enfr_v003", "bleu"),
                "EnRo": ("wmt16_enro_v003", "bleu")}
 PAPER = Scale(
-    name="paper", description="T5.1.0-base (220M), 2^19 pretraining steps of 128x512 (2^35 tokens), 2^18 "
-                              "fine-tuning steps per task, T5's own tasks (a TPU pod or GPU cluster)",
+    name="paper", description="T5.1.0-base (220M), 2^19 pretraining steps of 128x512 (2^35 tokens) on C4, "
+                              "2^18 fine-tuning steps per task, T5's own tasks (a TPU pod or GPU cluster)",
     model=_t5_1_0(768, 12, 3072, 12, vocab_size=32128, dropout_rate=0.1, dtype="bfloat16"),
-    recipe=Recipe(sequence_length=512, batch_size=128, pretrain_steps=2 ** 19,
+    recipe=Recipe(sequence_length=512, batch_size=128, pretrain_steps=2 ** 19, source="c4",
                   hparams=_hparams({"name": "adafactor", "schedule": "rsqrt", "learning_rate": 1.0,
                                     "warmup_steps": 10_000}, checkpoint_every=5000, log_every=100,
                                    eval_steps=20)),

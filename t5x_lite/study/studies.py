@@ -236,7 +236,8 @@ class Recipe:
     batch_size: int = 128
     pretrain_steps: int = 2 ** 19
     source: str = "builtin"      # "builtin" = the shipped corpus and its registered tasks; "local" = the
-                                 # local corpus (t5x-lite data build-local); or a "text:GLOB" / "jsonl:GLOB" spec
+                                 # local corpus (t5x-lite data build-local); "c4" = C4 en, as T5 (the user's
+                                 # allenai/c4 shards or TFDS c4/en:2.2.0); or a "text:GLOB" / "jsonl:GLOB" spec
     hparams: Mapping = dataclasses.field(default_factory=dict)
 
     @property
