@@ -82,16 +82,21 @@ def bias_gradient(g, bias_shape):
 
 
 # --------------------------------------------------------------------------- the einsum core
-def _attention_forward(q, k, v, bias, mask, keep, rate):
-    """-> context [B, Lq, H, K], float32 probabilities p, and the probabilities the context used
-    (cast to the compute dtype, dropout applied)."""
-    scores = jnp.einsum("bqhk,bthk->bhqt", q, k).astype(jnp.float32)            # [B, H, Lq, Lk]
+def _probabilities(scores, bias, mask, dtype, keep, rate):
+    """scores [B, H, Lq, Lk] -> float32 softmax probabilities p (bias and mask in float32), and the
+    probabilities the context products use (cast to `dtype`, dropout applied)."""
+    scores = scores.astype(jnp.float32)
     if bias is not None:
         scores = scores + bias
     if mask is not None:
         scores = jnp.where(mask, scores, BIG_NEG)
     p = jax.nn.softmax(scores, axis=-1)
-    probs = apply_keep(p.astype(q.dtype), keep, rate)
+    return p, apply_keep(p.astype(dtype), keep, rate)
+
+
+def _attention_forward(q, k, v, bias, mask, keep, rate):
+    """-> context [B, Lq, H, K], and _probabilities' two outputs."""
+    p, probs = _probabilities(jnp.einsum("bqhk,bthk->bhqt", q, k), bias, mask, q.dtype, keep, rate)
     return jnp.einsum("bhqt,bthk->bqhk", probs, v), p, probs
 
 
@@ -150,12 +155,8 @@ def _attention_kv_heads_first(q, k, v, bias, mask, keep, rate):
     lk = k.shape[2]
     qh = jnp.transpose(q, (0, 2, 1, 3)).reshape(b * h, lq, d)                      # [B*H, Lq, K]
     scores = jnp.einsum("xqk,xtk->xqt", qh, k.reshape(b * h, lk, d)).reshape(b, h, lq, lk)
-    scores = scores.astype(jnp.float32)
-    if bias is not None:
-        scores = scores + bias
-    if mask is not None:
-        scores = jnp.where(mask, scores, BIG_NEG)
-    probs = apply_keep(jax.nn.softmax(scores, axis=-1).astype(q.dtype), keep, rate).reshape(b * h, lq, lk)
+    _, probs = _probabilities(scores, bias, mask, q.dtype, keep, rate)
+    probs = probs.reshape(b * h, lq, lk)
     ctx = jnp.einsum("xqt,xtk->xqk", probs, v.reshape(b * h, lk, d))               # [B*H, Lq, K]
     return jnp.transpose(ctx.reshape(b, h, lq, d), (0, 2, 1, 3))                   # [B, Lq, H, K]
 
